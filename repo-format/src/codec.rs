@@ -193,6 +193,55 @@ pub(crate) fn put_bytes32(out: &mut Vec<u8>, what: &'static str, b: &[u8]) -> Re
     Ok(())
 }
 
+/// Tags with this bit set are *critical*: a reader that does not know such a tag must refuse the
+/// structure instead of ignoring the field.
+pub(crate) const CRITICAL_EXTENSION: u16 = 0x8000;
+
+/// Writes an extension list: `count[2] || (tag[2] || len[4] || bytes) * count`.
+pub(crate) fn put_extensions(out: &mut Vec<u8>, exts: &[crate::tree::Extension]) -> Result<()> {
+    let sorted = exts
+        .windows(2)
+        .all(|w| matches!(w, [a, b] if a.tag < b.tag));
+    if !sorted || exts.iter().any(|e| e.tag & CRITICAL_EXTENSION != 0) {
+        return Err(FormatError::InvalidParameter {
+            what: "extensions",
+            reason: "tags must be strictly increasing and below 0x8000 (this version defines no critical tag)".into(),
+        });
+    }
+    out.put_u16(len16("extensions", exts.len())?);
+    for e in exts {
+        out.put_u16(e.tag);
+        put_bytes32(out, "extension", &e.bytes)?;
+    }
+    Ok(())
+}
+
+/// Reads an extension list. Tags must be strictly increasing; this version knows no tag, so a
+/// critical one is refused with [`FormatError::UnsupportedVersion`].
+pub(crate) fn read_extensions(r: &mut Reader<'_>) -> Result<Vec<crate::tree::Extension>> {
+    let n = r.count16(6)?;
+    let mut out: Vec<crate::tree::Extension> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let tag = r.u16()?;
+        let bytes = r.bytes32()?.to_vec();
+        if out.last().is_some_and(|p| p.tag >= tag) {
+            return Err(FormatError::malformed(
+                r.what(),
+                "extension tags not strictly increasing",
+            ));
+        }
+        if tag & CRITICAL_EXTENSION != 0 {
+            return Err(FormatError::UnsupportedVersion {
+                what: "critical extension",
+                version: u32::from(tag),
+                supported: 0,
+            });
+        }
+        out.push(crate::tree::Extension { tag, bytes });
+    }
+    Ok(out)
+}
+
 /// Checks a version byte against the newest supported one.
 pub(crate) fn check_version(what: &'static str, version: u32, supported: u32) -> Result<()> {
     if version == 0 || version > supported {

@@ -18,7 +18,7 @@
 use rand_core::CryptoRngCore;
 
 use crate::chunker::ChunkerParams;
-use crate::codec::{Reader, Writer, check_version, len16, put_bytes32};
+use crate::codec::{Reader, Writer, check_version, put_extensions, read_extensions};
 use crate::envelope::{self, Compression, ObjectKind};
 use crate::error::{FormatError, Result};
 use crate::keys::MasterKey;
@@ -88,7 +88,7 @@ impl RepoConfig {
             if !(64 * 1024..=(MAX_PACK_LEN / 2) as u32).contains(&v) {
                 return Err(FormatError::InvalidParameter {
                     what,
-                    reason: format!("{v} is outside 64 KiB..=2 GiB"),
+                    reason: format!("{v} is outside 64 KiB..2 GiB"),
                 });
             }
         }
@@ -104,11 +104,7 @@ impl RepoConfig {
         out.put_i32(self.compression.level());
         out.put_u32(self.data_pack_target);
         out.put_u32(self.tree_pack_target);
-        out.put_u16(len16("extensions", self.extensions.len())?);
-        for e in &self.extensions {
-            out.put_u16(e.tag);
-            put_bytes32(&mut out, "extension", &e.bytes)?;
-        }
+        put_extensions(&mut out, &self.extensions)?;
         Ok(out)
     }
 
@@ -121,13 +117,7 @@ impl RepoConfig {
         let compression = Compression::from_level(r.i32()?);
         let data_pack_target = r.u32()?;
         let tree_pack_target = r.u32()?;
-        let n = r.count16(6)?;
-        let mut extensions = Vec::with_capacity(n);
-        for _ in 0..n {
-            let tag = r.u16()?;
-            let bytes = r.bytes32()?.to_vec();
-            extensions.push(Extension { tag, bytes });
-        }
+        let extensions = read_extensions(&mut r)?;
         r.finish()?;
         let cfg = Self {
             repo_id,

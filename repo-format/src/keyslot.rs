@@ -20,7 +20,8 @@
 //!   add data but not read it. Readers that meet a slot type they do not know skip the slot.
 //! ```
 //!
-//! The unkeyed checksum tells a damaged slot ([`FormatError::ChecksumMismatch`]) apart from a wrong
+//! In every version the last 32 bytes are the checksum of the rest, and readers verify it before
+//! anything but the magic. The unkeyed checksum tells a damaged slot ([`FormatError::ChecksumMismatch`]) apart from a wrong
 //! passphrase ([`FormatError::WrongPassphrase`]).
 
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -273,7 +274,6 @@ impl KeySlot {
         if r.array::<8>()? != KEYSLOT_MAGIC {
             return Err(FormatError::BadMagic { what });
         }
-        check_version(what, u32::from(r.u8()?), u32::from(KEYSLOT_VERSION))?;
         let body_len = bytes
             .len()
             .checked_sub(CHECKSUM_LEN)
@@ -287,7 +287,8 @@ impl KeySlot {
             return Err(FormatError::ChecksumMismatch { what });
         }
         let mut r = Reader::new(body, what);
-        r.take(9)?;
+        r.take(8)?;
+        check_version(what, u32::from(r.u8()?), u32::from(KEYSLOT_VERSION))?;
         let slot_type = r.u8()?;
         if slot_type != SLOT_TYPE_PASSPHRASE {
             return Err(FormatError::UnsupportedSlotType { slot_type });
@@ -319,8 +320,8 @@ impl KeySlot {
     }
 }
 
-/// Tries every slot in turn with `passphrase`; returns the master key and the index of the slot
-/// that opened. Slots of unknown types are skipped.
+/// Tries every decoded slot in turn with `passphrase`; returns the master key and the index of the
+/// slot that opened. (Slots of unknown types fail to decode; callers leave them out.)
 pub fn unlock<'a>(
     slots: impl IntoIterator<Item = &'a KeySlot>,
     passphrase: &[u8],

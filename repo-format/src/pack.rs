@@ -9,7 +9,7 @@
 //! trailer = header_len[4] || version[1] = 1 || reserved[3] = 0 || magic[8] = "CAIRNPAK"   (16 bytes)
 //! ```
 //!
-//! Entries are in file order: the first starts at offset 0 and each starts where the previous
+//! All entries of a pack have the same blob type. Entries are in file order: the first starts at offset 0 and each starts where the previous
 //! ends; the last ends where the header starts. A reader fetches the last [`TRAILER_LEN`] bytes
 //! (or, in one ranged read, a larger suffix that usually holds the header too), learns the header
 //! length, and opens the header. The pack id is the keyed hash of the whole file, which binds the
@@ -125,7 +125,14 @@ impl PackEntry {
     /// Opens this blob's envelope (the bytes at [`PackEntry::range`]) and checks the plaintext
     /// against the blob id.
     pub fn open(&self, key: &MasterKey, sealed: &[u8]) -> Result<Vec<u8>> {
-        open_blob(key, self.blob_type, &self.id, sealed)
+        let plain = open_blob(key, self.blob_type, &self.id, sealed)?;
+        if plain.len() != self.plain_len as usize {
+            return Err(FormatError::malformed(
+                "pack entry",
+                "plain length differs from the blob's",
+            ));
+        }
+        Ok(plain)
     }
 }
 
@@ -223,6 +230,15 @@ pub fn decode_header(plain: &[u8], data_len: u64) -> Result<Vec<PackEntry>> {
     let mut expected_offset = 0u64;
     for _ in 0..count {
         let e = PackEntry::decode_from(&mut r)?;
+        if entries
+            .first()
+            .is_some_and(|f: &PackEntry| f.blob_type != e.blob_type)
+        {
+            return Err(FormatError::malformed(
+                what,
+                "data and tree blobs mixed in one pack",
+            ));
+        }
         if u64::from(e.offset) != expected_offset {
             return Err(FormatError::malformed(
                 what,

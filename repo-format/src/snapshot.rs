@@ -9,7 +9,8 @@
 //!            || tag_count[4] || (tag_len[2] || tag) * tag_count
 //!            || tree[32] || has_parent[1] || parent[32] if has_parent = 1
 //!            || summary_len[2] || summary (summary_len bytes: u64 fields in the order of
-//!               [`Summary`]; a reader takes the fields it knows and zero for missing ones)
+//!               [`Summary`]; summary_len is a multiple of 8; a reader takes the fields it
+//!               knows, ignores further ones and takes zero for missing ones)
 //!            || meta_count[4] || (key_len[2] || key || value_len[4] || value) * meta_count
 //!            || ext_count[2] || (tag[2] || len[4] || bytes) * ext_count
 //! ```
@@ -19,7 +20,10 @@
 
 use rand_core::CryptoRngCore;
 
-use crate::codec::{Reader, Writer, check_version, len16, len32, put_bytes16, put_bytes32};
+use crate::codec::{
+    Reader, Writer, check_version, len16, len32, put_bytes16, put_bytes32, put_extensions,
+    read_extensions,
+};
 use crate::envelope::{self, Compression, ObjectKind};
 use crate::error::{FormatError, Result};
 use crate::id::{BlobId, SnapshotId};
@@ -244,11 +248,7 @@ impl Snapshot {
             put_bytes16(&mut out, "meta key", k.as_bytes())?;
             put_bytes32(&mut out, "meta value", v)?;
         }
-        out.put_u16(len16("extensions", self.extensions.len())?);
-        for e in &self.extensions {
-            out.put_u16(e.tag);
-            put_bytes32(&mut out, "extension", &e.bytes)?;
-        }
+        put_extensions(&mut out, &self.extensions)?;
         Ok(out)
     }
 
@@ -289,6 +289,12 @@ impl Snapshot {
             }
         };
         let summary = r.bytes16()?;
+        if summary.len() % 8 != 0 {
+            return Err(FormatError::malformed(
+                "snapshot",
+                "summary length is not a multiple of 8",
+            ));
+        }
         let mut fields = [0u64; SUMMARY_FIELDS];
         let mut sr = Reader::new(summary, "snapshot summary");
         for f in fields.iter_mut() {
@@ -304,12 +310,7 @@ impl Snapshot {
             let v = r.bytes32()?.to_vec();
             s.meta.push((k, v));
         }
-        let n = r.count16(6)?;
-        for _ in 0..n {
-            let tag = r.u16()?;
-            let bytes = r.bytes32()?.to_vec();
-            s.extensions.push(Extension { tag, bytes });
-        }
+        s.extensions = read_extensions(&mut r)?;
         r.finish()?;
         Ok(s)
     }

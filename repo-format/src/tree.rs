@@ -16,11 +16,16 @@
 //!         || ext_count[2] || (tag[2] || len[4] || bytes) * ext_count
 //! ```
 //!
+//! Extension tags are strictly increasing; a tag with bit 15 set is critical: a reader that does
+//! not know it refuses the tree. Version 1 defines no tag.
+//!
 //! `name` is raw bytes (file names need not be UTF-8), non-empty, without `/` or NUL, and not
 //! `.` or `..`, so a restore can never escape its target. `ext` carries optional fields added by
 //! later versions: readers keep unknown tags as they are and ignore them.
 
-use crate::codec::{Reader, Writer, check_version, len16, len32, put_bytes16, put_bytes32};
+use crate::codec::{
+    Reader, Writer, check_version, len32, put_bytes16, put_bytes32, put_extensions, read_extensions,
+};
 use crate::error::{FormatError, Result};
 use crate::id::{BlobId, ID_LEN};
 
@@ -217,12 +222,7 @@ impl Node {
             }
             None => out.put_u8(0),
         }
-        out.put_u16(len16("extensions", self.extensions.len())?);
-        for e in &self.extensions {
-            out.put_u16(e.tag);
-            put_bytes32(out, "extension", &e.bytes)?;
-        }
-        Ok(())
+        put_extensions(out, &self.extensions)
     }
 
     fn decode_from(r: &mut Reader<'_>) -> Result<Self> {
@@ -262,12 +262,7 @@ impl Node {
             1 => Some(BlobId::from_bytes(r.array()?)),
             b => return Err(FormatError::malformed(what, format!("subtree flag {b}"))),
         };
-        let n = r.count16(6)?;
-        for _ in 0..n {
-            let tag = r.u16()?;
-            let bytes = r.bytes32()?.to_vec();
-            node.extensions.push(Extension { tag, bytes });
-        }
+        node.extensions = read_extensions(r)?;
         match (kind, node.subtree.is_some(), node.content.is_empty()) {
             (NodeKind::Dir, true, true) | (NodeKind::File, false, _) => {}
             (NodeKind::Dir, ..) => {

@@ -1,0 +1,34 @@
+//! # Cairn
+//!
+//! A content-addressed, deduplicating, encrypted storage engine for backups. This crate is the
+//! engine: storage over any object store ([`storage`]), repositories ([`Repository`]), and,
+//! as they land, the chunking pipeline, backup, restore, retention, prune, check and PostgreSQL
+//! support. The on-disk format lives in [`cairn_format`] (re-exported as [`format`]).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> cairn::Result<()> {
+//! use cairn::{InitOptions, Repository, open_storage};
+//! use cairn::format::KdfParams;
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let storage = open_storage(dir.path().to_str().unwrap())?;
+//! let mut options = InitOptions::default();
+//! options.kdf = KdfParams::INSECURE_FOR_TESTS; // tests only: real repositories keep the default
+//! let repo = Repository::init(storage.clone(), b"correct horse", options).await?;
+//! let again = Repository::open(storage, b"correct horse").await?;
+//! assert_eq!(again.config(), repo.config());
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod error;
+pub mod password;
+pub mod repo;
+pub mod storage;
+
+pub use cairn_format as format;
+pub use error::{Error, Result};
+pub use password::PasswordSource;
+pub use repo::{InitOptions, KeyInfo, Repository};
+pub use storage::{ObjectInfo, PutOutcome, Storage, open_storage};

@@ -1,0 +1,136 @@
+//! One conformance suite for the [`Storage`] contract, run on every backend available here.
+//!
+//! Memory and local directories run here; each further backend (S3-compatible server, GCS and
+//! Azure emulators) is added as one more caller of [`conformance`].
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cairn::storage::CountingStorage;
+use cairn::{Error, PutOutcome, Storage, open_storage};
+
+async fn conformance(s: Arc<dyn Storage>) {
+    let loc = s.location();
+    // Missing objects.
+    assert!(
+        matches!(s.get("data/missing").await, Err(Error::NotFound { .. })),
+        "{loc}"
+    );
+    assert_eq!(s.size("data/missing").await.unwrap(), None, "{loc}");
+    assert!(s.list("data").await.unwrap().is_empty(), "{loc}");
+
+    // Write-once: a second put of the same name leaves the first bytes.
+    let a = Bytes::from_static(b"first version");
+    assert_eq!(
+        s.put_new("data/aa", a.clone()).await.unwrap(),
+        PutOutcome::Created,
+        "{loc}"
+    );
+    assert_eq!(
+        s.put_new("data/aa", Bytes::from_static(b"other"))
+            .await
+            .unwrap(),
+        PutOutcome::Existed,
+        "{loc}"
+    );
+    assert_eq!(s.get("data/aa").await.unwrap(), a, "{loc}");
+    assert_eq!(
+        s.size("data/aa").await.unwrap(),
+        Some(a.len() as u64),
+        "{loc}"
+    );
+    assert_eq!(
+        s.get_range("data/aa", 6..13).await.unwrap(),
+        Bytes::from_static(b"version"),
+        "{loc}"
+    );
+
+    // Listing by folder, with sizes; other folders are not included.
+    s.put_new("data/bb", Bytes::from(vec![7u8; 100_000]))
+        .await
+        .unwrap();
+    s.put_new("index/cc", Bytes::from_static(b"i"))
+        .await
+        .unwrap();
+    let mut listed = s.list("data").await.unwrap();
+    listed.sort_by(|x, y| x.name.cmp(&y.name));
+    let names: Vec<_> = listed.iter().map(|o| (o.name.as_str(), o.size)).collect();
+    assert_eq!(names, vec![("data/aa", 13), ("data/bb", 100_000)], "{loc}");
+
+    // Delete is idempotent.
+    s.delete("data/aa").await.unwrap();
+    s.delete("data/aa").await.unwrap();
+    assert!(
+        matches!(s.get("data/aa").await, Err(Error::NotFound { .. })),
+        "{loc}"
+    );
+    // A deleted name can be created again (prune may delete, a later backup may re-add).
+    assert_eq!(
+        s.put_new("data/aa", a.clone()).await.unwrap(),
+        PutOutcome::Created,
+        "{loc}"
+    );
+
+    // Concurrent creators of one name: exactly one sees Created where the store can tell.
+    let results = futures::future::join_all((0..8).map(|i| {
+        let s = s.clone();
+        async move {
+            s.put_new("data/race", Bytes::from(vec![i as u8; 10]))
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    assert!(results.contains(&PutOutcome::Created), "{loc}");
+    let stored = s.get("data/race").await.unwrap();
+    assert_eq!(stored.len(), 10, "{loc}");
+}
+
+#[tokio::test]
+async fn memory() {
+    conformance(open_storage("memory://conformance").unwrap()).await;
+}
+
+#[tokio::test]
+async fn local_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_storage(dir.path().join("r").to_str().unwrap()).unwrap();
+    conformance(s).await;
+    // Local stores leave no temporary files behind.
+    let leftovers: Vec<_> = walk(dir.path())
+        .into_iter()
+        .filter(|p| p.contains('#') || p.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test]
+async fn counting_wrapper_forwards_and_counts() {
+    let inner = open_storage("memory://counting").unwrap();
+    let c = Arc::new(CountingStorage::new(inner));
+    conformance(c.clone()).await;
+    let n = c.counts();
+    assert!(
+        n.puts >= 13 && n.gets >= 5 && n.lists >= 2 && n.deletes == 2,
+        "{n:?}"
+    );
+}
+
+fn walk(p: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(p).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path().display().to_string());
+        }
+    }
+    out
+}
