@@ -23,12 +23,15 @@
 //! ```
 
 pub mod error;
+pub mod index;
 pub mod password;
+pub mod progress;
 pub mod repo;
 pub mod storage;
 
 pub use cairn_format as format;
 pub use error::{Error, Result};
 pub use password::PasswordSource;
+pub use progress::{NoProgress, Progress};
 pub use repo::{InitOptions, KeyInfo, Repository};
 pub use storage::{ObjectInfo, PutOutcome, Storage, open_storage};

@@ -1,7 +1,9 @@
 //! A repository: storage plus the unlocked master key and the config.
 
 mod keys;
+mod read;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,8 +14,10 @@ use cairn_format::{
 use rand_core::OsRng;
 
 pub use keys::KeyInfo;
+pub use read::{index_name, pack_name, snapshot_name};
 
 use crate::error::{Error, Result};
+use crate::index::Index;
 use crate::storage::{PutOutcome, Storage};
 
 /// Name of the config object.
@@ -58,13 +62,15 @@ impl Default for InitOptions {
     }
 }
 
-/// An open repository.
+/// An open repository. Cheap to clone: clones share the key, the config and the index.
 #[derive(Debug, Clone)]
 pub struct Repository {
     storage: Arc<dyn Storage>,
     key: Arc<MasterKey>,
     key_id: KeyId,
     config: RepoConfig,
+    index: Arc<tokio::sync::OnceCell<Arc<std::sync::RwLock<Index>>>>,
+    cache_dir: Option<PathBuf>,
 }
 
 /// Seconds and nanoseconds since the epoch, now.
@@ -128,6 +134,8 @@ impl Repository {
             key: Arc::new(key),
             key_id,
             config,
+            index: Arc::default(),
+            cache_dir: None,
         })
     }
 
@@ -150,7 +158,24 @@ impl Repository {
             key: Arc::new(key),
             key_id,
             config,
+            index: Arc::default(),
+            cache_dir: None,
         })
+    }
+
+    /// Caches write-once metadata (index files) under `dir/<repository id>/`. Cached objects
+    /// are authenticated on every read like downloaded ones, so a damaged cache is detected.
+    pub fn with_cache(mut self, dir: Option<PathBuf>) -> Self {
+        self.cache_dir = dir.map(|d| d.join(cairn_format::id::hex_encode(&self.config.repo_id)));
+        self
+    }
+
+    /// The default cache folder: `$XDG_CACHE_HOME/cairn` or `~/.cache/cairn`.
+    pub fn default_cache_dir() -> Option<PathBuf> {
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|d| d.join("cairn"))
     }
 
     /// The storage.

@@ -1,0 +1,200 @@
+//! Reading and writing repository objects: index, blobs, trees, snapshots, packs.
+
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use cairn_format::{BlobId, BlobType, FinishedPack, IndexFile, IndexId, PackId, Snapshot, SnapshotId, Tree};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use rand_core::OsRng;
+
+use super::{DATA, INDEX, Repository, SNAPSHOTS};
+use crate::error::{Error, Result};
+use crate::index::{BlobLocation, Index};
+use crate::storage::PutOutcome;
+
+/// How many objects are fetched at once when loading many (index files, snapshots).
+const FETCH_CONCURRENCY: usize = 16;
+
+/// The object name of a pack.
+pub fn pack_name(id: &PackId) -> String {
+    format!("{DATA}/{id}")
+}
+
+/// The object name of an index file.
+pub fn index_name(id: &IndexId) -> String {
+    format!("{INDEX}/{id}")
+}
+
+/// The object name of a snapshot.
+pub fn snapshot_name(id: &SnapshotId) -> String {
+    format!("{SNAPSHOTS}/{id}")
+}
+
+/// The last path segment of an object name, parsed as a hex id; `None` for foreign objects
+/// (readers ignore names that are not ids).
+fn id_of<T: std::str::FromStr>(name: &str) -> Option<T> {
+    name.rsplit('/').next().and_then(|h| h.parse().ok())
+}
+
+impl Repository {
+    /// Reads and decodes one index file (through the local cache when one is set).
+    pub async fn read_index_file(&self, id: &IndexId) -> Result<IndexFile> {
+        let name = index_name(id);
+        let bytes = self.get_cached(&name).await?;
+        IndexFile::open(&self.key, id, &bytes).map_err(|e| Error::format(name, e))
+    }
+
+    /// Loads every index file into a fresh [`Index`].
+    pub async fn load_index(&self) -> Result<Index> {
+        let listed = self.storage.list(INDEX).await?;
+        let ids: Vec<IndexId> = listed.iter().filter_map(|o| id_of(&o.name)).collect();
+        let files: Vec<(IndexId, IndexFile)> = stream::iter(ids)
+            .map(|id| async move { self.read_index_file(&id).await.map(|f| (id, f)) })
+            .buffer_unordered(FETCH_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(Index::from_files(files))
+    }
+
+    /// The shared index of this handle, loaded on first use.
+    pub async fn index(&self) -> Result<Arc<RwLock<Index>>> {
+        let loaded = self
+            .index
+            .get_or_try_init(|| async { self.load_index().await.map(|i| Arc::new(RwLock::new(i))) })
+            .await?;
+        Ok(loaded.clone())
+    }
+
+    /// Where a blob lives.
+    pub async fn locate(&self, id: &BlobId) -> Result<BlobLocation> {
+        let index = self.index().await?;
+        let found = index.read().map_err(|_| Error::Invalid("index lock poisoned".into()))?.get(id);
+        found.ok_or_else(|| Error::NotFound {
+            object: format!("blob {id} (not in any index)"),
+        })
+    }
+
+    /// Reads one blob: a ranged read of its pack, authenticated and checked against its id.
+    pub async fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        let loc = self.locate(id).await?;
+        self.read_blob_at(id, &loc).await
+    }
+
+    /// Reads one blob at a known location.
+    pub async fn read_blob_at(&self, id: &BlobId, loc: &BlobLocation) -> Result<Vec<u8>> {
+        let name = pack_name(&loc.pack);
+        let range = u64::from(loc.offset)..u64::from(loc.offset) + u64::from(loc.stored_len);
+        let sealed = self.storage.get_range(&name, range).await?;
+        if sealed.len() != loc.stored_len as usize {
+            return Err(Error::format(
+                format!("{name} (blob {})", id.short()),
+                cairn_format::FormatError::Truncated {
+                    what: "pack",
+                    needed: loc.stored_len as usize,
+                    available: sealed.len(),
+                },
+            ));
+        }
+        loc.entry(*id)
+            .open(&self.key, &sealed)
+            .map_err(|e| Error::format(format!("{name} (blob {})", id.short()), e))
+    }
+
+    /// Reads and decodes a tree.
+    pub async fn read_tree(&self, id: &BlobId) -> Result<Tree> {
+        let loc = self.locate(id).await?;
+        if loc.blob_type != BlobType::Tree {
+            return Err(Error::Invalid(format!("blob {id} is a data blob, not a tree")));
+        }
+        let plain = self.read_blob_at(id, &loc).await?;
+        Tree::decode(&plain).map_err(|e| Error::format(format!("tree {}", id.short()), e))
+    }
+
+    /// Writes a finished pack (never overwriting).
+    pub async fn write_pack(&self, pack: &FinishedPack) -> Result<PutOutcome> {
+        self.storage
+            .put_new(&pack_name(&pack.id), Bytes::from(pack.bytes.clone()))
+            .await
+    }
+
+    /// Seals and writes an index file; returns its id.
+    pub async fn write_index(&self, file: &IndexFile) -> Result<IndexId> {
+        let (id, sealed) = file.seal(&self.key, &mut OsRng).map_err(|e| Error::Invalid(e.to_string()))?;
+        self.storage.put_new(&index_name(&id), Bytes::from(sealed)).await?;
+        Ok(id)
+    }
+
+    /// Seals and writes a snapshot; returns its id.
+    pub async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
+        let (id, sealed) = snapshot
+            .seal(&self.key, &mut OsRng)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        self.storage.put_new(&snapshot_name(&id), Bytes::from(sealed)).await?;
+        Ok(id)
+    }
+
+    /// Reads one snapshot.
+    pub async fn read_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        let name = snapshot_name(id);
+        let bytes = self.storage.get(&name).await?;
+        Snapshot::open(&self.key, id, &bytes).map_err(|e| Error::format(name, e))
+    }
+
+    /// Every snapshot, oldest first.
+    pub async fn list_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let listed = self.storage.list(SNAPSHOTS).await?;
+        let ids: Vec<SnapshotId> = listed.iter().filter_map(|o| id_of(&o.name)).collect();
+        let mut all: Vec<(SnapshotId, Snapshot)> = stream::iter(ids)
+            .map(|id| async move { self.read_snapshot(&id).await.map(|s| (id, s)) })
+            .buffer_unordered(FETCH_CONCURRENCY)
+            .try_collect()
+            .await?;
+        all.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(all)
+    }
+
+    /// Finds a snapshot by `latest`, a full id, or a unique hex prefix.
+    pub async fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
+        if spec.len() == 64 {
+            if let Ok(id) = SnapshotId::from_hex(spec) {
+                return Ok((id, self.read_snapshot(&id).await?));
+            }
+        }
+        let all = self.list_snapshots().await?;
+        if spec == "latest" {
+            return all.into_iter().last().ok_or_else(|| Error::NotFound {
+                object: "snapshots/ (the repository has no snapshot)".into(),
+            });
+        }
+        let want = spec.to_ascii_lowercase();
+        let mut matches = all.into_iter().filter(|(id, _)| id.to_hex().starts_with(&want));
+        match (matches.next(), matches.next()) {
+            (Some(one), None) => Ok(one),
+            (None, _) => Err(Error::NotFound {
+                object: format!("snapshot {spec}"),
+            }),
+            (Some(_), Some(_)) => Err(Error::Invalid(format!("snapshot prefix {spec:?} is ambiguous"))),
+        }
+    }
+
+    /// Reads an object, through the local cache for write-once metadata when a cache is set.
+    pub(crate) async fn get_cached(&self, name: &str) -> Result<Bytes> {
+        if let Some(dir) = &self.cache_dir {
+            let path = dir.join(name);
+            if let Ok(b) = tokio::fs::read(&path).await {
+                return Ok(Bytes::from(b));
+            }
+            let bytes = self.storage.get(name).await?;
+            // Best effort: a cache that cannot be written only costs a later download.
+            if let Some(parent) = path.parent() {
+                let _ = tokio::fs::create_dir_all(parent).await;
+            }
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            if tokio::fs::write(&tmp, &bytes).await.is_ok() {
+                let _ = tokio::fs::rename(&tmp, &path).await;
+            }
+            return Ok(bytes);
+        }
+        self.storage.get(name).await
+    }
+}
