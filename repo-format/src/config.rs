@@ -74,11 +74,17 @@ impl RepoConfig {
     /// Checks every parameter.
     pub fn validate(&self) -> Result<()> {
         self.chunker.validate()?;
+        if self.created.nanos >= 1_000_000_000 {
+            return Err(FormatError::InvalidParameter {
+                what: "config created time",
+                reason: "nanoseconds out of range".into(),
+            });
+        }
         let level = self.compression.level();
-        if !(-7..=22).contains(&level) {
+        if !(-7..=22).contains(&level) || self.compression == Compression::Zstd(0) {
             return Err(FormatError::InvalidParameter {
                 what: "compression level",
-                reason: format!("{level} is outside -7..=22"),
+                reason: format!("{level} is outside -7..=22 (0 is spelled Compression::Off)"),
             });
         }
         for (what, v) in [
@@ -99,7 +105,7 @@ impl RepoConfig {
     pub fn encode(&self) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(80);
         out.put(&self.repo_id);
-        self.created.encode_into(&mut out);
+        self.created.encode_into(&mut out)?;
         self.chunker.encode_into(&mut out);
         out.put_i32(self.compression.level());
         out.put_u32(self.data_pack_target);

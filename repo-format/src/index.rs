@@ -59,7 +59,7 @@ impl IndexFile {
             out.put(p.id.as_bytes());
             out.put_u32(len32(what, p.blobs.len())?);
             for e in &p.blobs {
-                e.encode_into(&mut out);
+                e.encode_into(&mut out)?;
             }
         }
         Ok(out)

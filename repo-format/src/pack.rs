@@ -92,12 +92,19 @@ pub struct PackEntry {
 }
 
 impl PackEntry {
-    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) -> Result<()> {
+        if (self.stored_len as usize) < OVERHEAD {
+            return Err(FormatError::InvalidParameter {
+                what: "pack entry",
+                reason: "stored length shorter than an envelope".into(),
+            });
+        }
         out.put_u8(self.blob_type as u8);
         out.put(self.id.as_bytes());
         out.put_u32(self.offset);
         out.put_u32(self.stored_len);
         out.put_u32(self.plain_len);
+        Ok(())
     }
 
     pub(crate) fn decode_from(r: &mut Reader<'_>) -> Result<Self> {
@@ -267,7 +274,7 @@ pub fn encode_header(entries: &[PackEntry]) -> Result<Vec<u8>> {
     out.put_u8(PACK_VERSION);
     out.put_u32(len32("pack header", entries.len())?);
     for e in entries {
-        e.encode_into(&mut out);
+        e.encode_into(&mut out)?;
     }
     Ok(out)
 }

@@ -218,8 +218,20 @@ impl Snapshot {
     pub fn encode(&self) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(256);
         out.put_u8(SNAPSHOT_VERSION);
+        if matches!(self.kind, SnapshotKind::Other(0 | 1)) {
+            return Err(FormatError::InvalidParameter {
+                what: "snapshot kind",
+                reason: "Other(0) and Other(1) are spelled Files and PgBaseBackup".into(),
+            });
+        }
+        if self.tz_offset_secs.unsigned_abs() > 24 * 3600 {
+            return Err(FormatError::InvalidParameter {
+                what: "snapshot time zone offset",
+                reason: format!("{} s is beyond a day", self.tz_offset_secs),
+            });
+        }
         out.put_u8(self.kind.to_u8());
-        self.time.encode_into(&mut out);
+        self.time.encode_into(&mut out)?;
         out.put_i32(self.tz_offset_secs);
         put_bytes16(&mut out, "hostname", self.hostname.as_bytes())?;
         put_bytes16(&mut out, "username", self.username.as_bytes())?;

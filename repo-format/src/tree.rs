@@ -82,9 +82,16 @@ pub struct Timestamp {
 }
 
 impl Timestamp {
-    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) -> Result<()> {
+        if self.nanos >= 1_000_000_000 {
+            return Err(FormatError::InvalidParameter {
+                what: "timestamp",
+                reason: format!("nanoseconds {} out of range", self.nanos),
+            });
+        }
         out.put_i64(self.secs);
         out.put_u32(self.nanos);
+        Ok(())
     }
 
     pub(crate) fn decode_from(r: &mut Reader<'_>) -> Result<Self> {
@@ -189,7 +196,22 @@ impl Node {
         }
     }
 
+    /// Content only on files, a subtree on every directory and only there.
+    fn check_kind(&self) -> std::result::Result<(), &'static str> {
+        match (self.kind, self.subtree.is_some(), self.content.is_empty()) {
+            (NodeKind::Dir, true, true) | (NodeKind::File, false, _) => Ok(()),
+            (NodeKind::Dir, ..) => Err("directory without subtree or with content"),
+            (_, false, true) => Ok(()),
+            _ => Err("content or subtree on a node that cannot have it"),
+        }
+    }
+
     fn encode_into(&self, out: &mut Vec<u8>) -> Result<()> {
+        self.check_kind()
+            .map_err(|reason| FormatError::InvalidParameter {
+                what: "tree node",
+                reason: reason.into(),
+            })?;
         put_bytes16(out, "tree node name", &self.name)?;
         out.put_u8(self.kind as u8);
         out.put_u32(self.mode);
@@ -197,9 +219,9 @@ impl Node {
         out.put_u32(self.gid);
         put_bytes16(out, "tree node user", self.user.as_bytes())?;
         put_bytes16(out, "tree node group", self.group.as_bytes())?;
-        self.mtime.encode_into(out);
-        self.ctime.encode_into(out);
-        self.atime.encode_into(out);
+        self.mtime.encode_into(out)?;
+        self.ctime.encode_into(out)?;
+        self.atime.encode_into(out)?;
         out.put_u64(self.size);
         out.put_u64(self.inode);
         out.put_u64(self.links);
@@ -263,22 +285,8 @@ impl Node {
             b => return Err(FormatError::malformed(what, format!("subtree flag {b}"))),
         };
         node.extensions = read_extensions(r)?;
-        match (kind, node.subtree.is_some(), node.content.is_empty()) {
-            (NodeKind::Dir, true, true) | (NodeKind::File, false, _) => {}
-            (NodeKind::Dir, ..) => {
-                return Err(FormatError::malformed(
-                    what,
-                    "directory without subtree or with content",
-                ));
-            }
-            (_, false, true) => {}
-            _ => {
-                return Err(FormatError::malformed(
-                    what,
-                    "content or subtree on a node that cannot have it",
-                ));
-            }
-        }
+        node.check_kind()
+            .map_err(|reason| FormatError::malformed(what, reason))?;
         Ok(node)
     }
 }

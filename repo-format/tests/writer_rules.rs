@@ -1,0 +1,137 @@
+//! Writers refuse what readers would reject, so no object is ever sealed that cannot be opened.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use cairn_format::tree::Extension;
+use cairn_format::{
+    BlobId, Compression, FormatError, IndexFile, IndexPack, Node, NodeKind, PackEntry, PackId,
+};
+use cairn_format::{BlobType, RepoConfig, Snapshot, SnapshotKind, Timestamp, Tree};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+fn invalid<T: std::fmt::Debug>(r: Result<T, FormatError>) {
+    assert!(
+        matches!(r, Err(FormatError::InvalidParameter { .. })),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn timestamps_and_offsets() {
+    let bad = Timestamp {
+        secs: 0,
+        nanos: 1_000_000_000,
+    };
+    invalid(Snapshot::new(SnapshotKind::Files, bad, BlobId::default()).encode());
+    let mut s = Snapshot::new(SnapshotKind::Files, Timestamp::default(), BlobId::default());
+    s.tz_offset_secs = 86_401;
+    invalid(s.encode());
+    s.tz_offset_secs = -86_400;
+    assert!(Snapshot::decode(&s.encode().unwrap()).is_ok());
+    invalid(
+        Snapshot::new(
+            SnapshotKind::Other(1),
+            Timestamp::default(),
+            BlobId::default(),
+        )
+        .encode(),
+    );
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let mut c = RepoConfig::new(bad, &mut rng);
+    invalid(c.encode());
+    c.created = Timestamp::default();
+    c.compression = Compression::Zstd(0);
+    invalid(c.validate());
+}
+
+#[test]
+fn node_kinds_and_extensions() {
+    let mut dir = Node::new("d", NodeKind::Dir);
+    invalid(
+        Tree {
+            nodes: vec![dir.clone()],
+        }
+        .encode(),
+    );
+    dir.subtree = Some(BlobId::default());
+    assert!(
+        Tree::decode(
+            &Tree {
+                nodes: vec![dir.clone()]
+            }
+            .encode()
+            .unwrap()
+        )
+        .is_ok()
+    );
+    let mut link = Node::new("l", NodeKind::Symlink);
+    link.content = vec![BlobId::default()];
+    invalid(Tree { nodes: vec![link] }.encode());
+    let mut file = Node::new("f", NodeKind::File);
+    file.subtree = Some(BlobId::default());
+    invalid(Tree { nodes: vec![file] }.encode());
+    dir.extensions = vec![
+        Extension {
+            tag: 5,
+            bytes: vec![],
+        },
+        Extension {
+            tag: 5,
+            bytes: vec![],
+        },
+    ];
+    invalid(
+        Tree {
+            nodes: vec![dir.clone()],
+        }
+        .encode(),
+    );
+    dir.extensions = vec![Extension {
+        tag: 0x8001,
+        bytes: vec![],
+    }];
+    invalid(Tree { nodes: vec![dir] }.encode());
+}
+
+#[test]
+fn critical_extension_is_refused_by_readers() {
+    let mut dir = Node::new("d", NodeKind::Dir);
+    dir.subtree = Some(BlobId::default());
+    dir.extensions = vec![Extension {
+        tag: 0x0001,
+        bytes: vec![1, 2],
+    }];
+    let mut bytes = Tree { nodes: vec![dir] }.encode().unwrap();
+    // The tag is the 6 bytes before the extension's 2-byte payload: tag[2] || len[4].
+    let at = bytes.len() - 2 - 4 - 2;
+    assert_eq!(&bytes[at..at + 2], &1u16.to_le_bytes());
+    bytes[at + 1] = 0x80;
+    let r = Tree::decode(&bytes);
+    assert!(
+        matches!(r, Err(FormatError::UnsupportedVersion { .. })),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn index_entries_shorter_than_an_envelope() {
+    let file = IndexFile {
+        supersedes: vec![],
+        packs: vec![IndexPack {
+            id: PackId::default(),
+            blobs: vec![PackEntry {
+                blob_type: BlobType::Data,
+                id: BlobId::default(),
+                offset: 0,
+                stored_len: 3,
+                plain_len: 1,
+            }],
+        }],
+    };
+    invalid(file.encode());
+}
