@@ -22,15 +22,20 @@
 //! # }
 //! ```
 
+pub mod backup;
 pub mod error;
 pub mod index;
+pub mod packer;
 pub mod password;
 pub mod progress;
 pub mod repo;
 pub mod storage;
+pub mod walk;
 
+pub use backup::{BackupOptions, BackupOutcome, BackupSource, ParentChoice, backup};
 pub use cairn_format as format;
 pub use error::{Error, Result};
+pub use index::Index;
 pub use password::PasswordSource;
 pub use progress::{NoProgress, Progress};
 pub use repo::{InitOptions, KeyInfo, Repository};

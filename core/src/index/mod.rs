@@ -72,9 +72,15 @@ impl Index {
     /// Builds an index from decoded index files. Files superseded by another file in the set
     /// are skipped (prune writes the replacement before deleting what it replaces).
     pub fn from_files(files: Vec<(IndexId, IndexFile)>) -> Self {
-        let superseded: HashSet<IndexId> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+        let superseded: HashSet<IndexId> = files
+            .iter()
+            .flat_map(|(_, f)| f.supersedes.iter().copied())
+            .collect();
         let mut index = Self::new();
-        let total: usize = files.iter().map(|(_, f)| f.packs.iter().map(|p| p.blobs.len()).sum::<usize>()).sum();
+        let total: usize = files
+            .iter()
+            .map(|(_, f)| f.packs.iter().map(|p| p.blobs.len()).sum::<usize>())
+            .sum();
         index.sorted.reserve_exact(total);
         for (id, file) in files {
             if superseded.contains(&id) {
@@ -136,7 +142,11 @@ impl Index {
         let pack = *self.packs.get((e.pack_and_type & !TREE_BIT) as usize)?;
         Some(BlobLocation {
             pack,
-            blob_type: if e.pack_and_type & TREE_BIT != 0 { BlobType::Tree } else { BlobType::Data },
+            blob_type: if e.pack_and_type & TREE_BIT != 0 {
+                BlobType::Tree
+            } else {
+                BlobType::Data
+            },
             offset: e.offset,
             stored_len: e.stored_len,
             plain_len: e.plain_len,
@@ -190,7 +200,11 @@ impl Index {
 
 impl Entry {
     fn new(pack: u32, e: &PackEntry) -> Self {
-        let tree = if e.blob_type == BlobType::Tree { TREE_BIT } else { 0 };
+        let tree = if e.blob_type == BlobType::Tree {
+            TREE_BIT
+        } else {
+            0
+        };
         Self {
             id: *e.id.as_bytes(),
             pack_and_type: (pack & !TREE_BIT) | tree,
@@ -228,20 +242,48 @@ mod tests {
         let old = IndexId::from_bytes([10; 32]);
         let new = IndexId::from_bytes([11; 32]);
         let files = vec![
-            (old, IndexFile { supersedes: vec![], packs: vec![IndexPack { id: p1, blobs: vec![entry(1, BlobType::Data), entry(9, BlobType::Data)] }] }),
-            (new, IndexFile { supersedes: vec![old], packs: vec![IndexPack { id: p2, blobs: vec![entry(1, BlobType::Data), entry(3, BlobType::Tree)] }] }),
+            (
+                old,
+                IndexFile {
+                    supersedes: vec![],
+                    packs: vec![IndexPack {
+                        id: p1,
+                        blobs: vec![entry(1, BlobType::Data), entry(9, BlobType::Data)],
+                    }],
+                },
+            ),
+            (
+                new,
+                IndexFile {
+                    supersedes: vec![old],
+                    packs: vec![IndexPack {
+                        id: p2,
+                        blobs: vec![entry(1, BlobType::Data), entry(3, BlobType::Tree)],
+                    }],
+                },
+            ),
         ];
         let mut idx = Index::from_files(files);
         assert_eq!(idx.len(), 2);
         assert_eq!(idx.get(&BlobId::from_bytes([1; 32])).unwrap().pack, p2);
-        assert!(!idx.contains(&BlobId::from_bytes([9; 32])), "superseded file ignored");
+        assert!(
+            !idx.contains(&BlobId::from_bytes([9; 32])),
+            "superseded file ignored"
+        );
         let t = idx.get(&BlobId::from_bytes([3; 32])).unwrap();
-        assert_eq!((t.blob_type, t.offset, t.plain_len), (BlobType::Tree, 300, 93));
+        assert_eq!(
+            (t.blob_type, t.offset, t.plain_len),
+            (BlobType::Tree, 300, 93)
+        );
         assert!(idx.files().contains(&new) && !idx.files().contains(&old));
         let p3 = PackId::from_bytes([3; 32]);
         idx.add_pack(p3, &[entry(5, BlobType::Data), entry(3, BlobType::Tree)]);
         assert_eq!(idx.get(&BlobId::from_bytes([5; 32])).unwrap().pack, p3);
-        assert_eq!(idx.get(&BlobId::from_bytes([3; 32])).unwrap().pack, p2, "first location kept");
+        assert_eq!(
+            idx.get(&BlobId::from_bytes([3; 32])).unwrap().pack,
+            p2,
+            "first location kept"
+        );
         assert_eq!(idx.len(), 3);
         assert_eq!(idx.iter().count(), 3);
     }
@@ -256,7 +298,13 @@ mod tests {
                     let n = chunk * 500 + i;
                     let mut id = [0u8; 32];
                     id[..4].copy_from_slice(&n.to_le_bytes());
-                    PackEntry { blob_type: BlobType::Data, id: BlobId::from_bytes(id), offset: n, stored_len: 50, plain_len: 10 }
+                    PackEntry {
+                        blob_type: BlobType::Data,
+                        id: BlobId::from_bytes(id),
+                        offset: n,
+                        stored_len: 50,
+                        plain_len: 10,
+                    }
                 })
                 .collect();
             idx.add_pack(p, &entries);

@@ -74,7 +74,7 @@ pub struct Repository {
 }
 
 /// Seconds and nanoseconds since the epoch, now.
-pub(crate) fn now() -> Timestamp {
+pub fn now() -> Timestamp {
     let d = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();

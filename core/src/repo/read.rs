@@ -3,7 +3,9 @@
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use cairn_format::{BlobId, BlobType, FinishedPack, IndexFile, IndexId, PackId, Snapshot, SnapshotId, Tree};
+use cairn_format::{
+    BlobId, BlobType, FinishedPack, IndexFile, IndexId, PackId, Snapshot, SnapshotId, Tree,
+};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use rand_core::OsRng;
 
@@ -68,7 +70,10 @@ impl Repository {
     /// Where a blob lives.
     pub async fn locate(&self, id: &BlobId) -> Result<BlobLocation> {
         let index = self.index().await?;
-        let found = index.read().map_err(|_| Error::Invalid("index lock poisoned".into()))?.get(id);
+        let found = index
+            .read()
+            .map_err(|_| Error::Invalid("index lock poisoned".into()))?
+            .get(id);
         found.ok_or_else(|| Error::NotFound {
             object: format!("blob {id} (not in any index)"),
         })
@@ -104,7 +109,9 @@ impl Repository {
     pub async fn read_tree(&self, id: &BlobId) -> Result<Tree> {
         let loc = self.locate(id).await?;
         if loc.blob_type != BlobType::Tree {
-            return Err(Error::Invalid(format!("blob {id} is a data blob, not a tree")));
+            return Err(Error::Invalid(format!(
+                "blob {id} is a data blob, not a tree"
+            )));
         }
         let plain = self.read_blob_at(id, &loc).await?;
         Tree::decode(&plain).map_err(|e| Error::format(format!("tree {}", id.short()), e))
@@ -119,8 +126,12 @@ impl Repository {
 
     /// Seals and writes an index file; returns its id.
     pub async fn write_index(&self, file: &IndexFile) -> Result<IndexId> {
-        let (id, sealed) = file.seal(&self.key, &mut OsRng).map_err(|e| Error::Invalid(e.to_string()))?;
-        self.storage.put_new(&index_name(&id), Bytes::from(sealed)).await?;
+        let (id, sealed) = file
+            .seal(&self.key, &mut OsRng)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        self.storage
+            .put_new(&index_name(&id), Bytes::from(sealed))
+            .await?;
         Ok(id)
     }
 
@@ -129,7 +140,9 @@ impl Repository {
         let (id, sealed) = snapshot
             .seal(&self.key, &mut OsRng)
             .map_err(|e| Error::Invalid(e.to_string()))?;
-        self.storage.put_new(&snapshot_name(&id), Bytes::from(sealed)).await?;
+        self.storage
+            .put_new(&snapshot_name(&id), Bytes::from(sealed))
+            .await?;
         Ok(id)
     }
 
@@ -167,13 +180,17 @@ impl Repository {
             });
         }
         let want = spec.to_ascii_lowercase();
-        let mut matches = all.into_iter().filter(|(id, _)| id.to_hex().starts_with(&want));
+        let mut matches = all
+            .into_iter()
+            .filter(|(id, _)| id.to_hex().starts_with(&want));
         match (matches.next(), matches.next()) {
             (Some(one), None) => Ok(one),
             (None, _) => Err(Error::NotFound {
                 object: format!("snapshot {spec}"),
             }),
-            (Some(_), Some(_)) => Err(Error::Invalid(format!("snapshot prefix {spec:?} is ambiguous"))),
+            (Some(_), Some(_)) => Err(Error::Invalid(format!(
+                "snapshot prefix {spec:?} is ambiguous"
+            ))),
         }
     }
 

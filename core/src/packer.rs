@@ -1,0 +1,295 @@
+//! The packer: collects sealed blobs into packs, uploads them, and records them in index files.
+//!
+//! Called from many worker threads at once. Blobs of each type go to one of several open packs
+//! chosen at random, so that the order of blobs in packs does not mirror the order of data in
+//! files (a counter to fingerprinting by pack layout). A pack that reaches the repository's
+//! target size is sealed and handed to the upload task through a bounded channel: when uploads
+//! lag, workers wait, which bounds memory to
+//! `open packs * target + (UPLOAD_QUEUE + UPLOAD_CONCURRENCY) * target`.
+//!
+//! Uploaded packs are written to an index file every [`INDEX_EVERY_PACKS`] packs or
+//! [`INDEX_EVERY`], and at the end, so an interrupted backup leaves most of its uploads indexed
+//! and the next backup deduplicates against them instead of uploading them again.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use cairn_format::{
+    BlobId, BlobType, FinishedPack, IndexFile, IndexId, IndexPack, MasterKey, PackBuilder,
+};
+use futures::StreamExt;
+use rand::Rng;
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+use crate::index::Index;
+use crate::repo::Repository;
+
+/// Open packs per blob type for data blobs (random placement across them).
+pub const OPEN_DATA_PACKS: usize = 2;
+/// Packs waiting for an upload slot.
+pub const UPLOAD_QUEUE: usize = 1;
+/// Uploads in flight at once.
+pub const UPLOAD_CONCURRENCY: usize = 2;
+/// Write an index file after this many uploaded packs...
+pub const INDEX_EVERY_PACKS: usize = 32;
+/// ...or when this much time has passed since the last one.
+pub const INDEX_EVERY: Duration = Duration::from_secs(60);
+
+/// What the packer wrote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PackerStats {
+    /// Blobs added.
+    pub blobs: u64,
+    /// Plaintext bytes of blobs added.
+    pub plain_bytes: u64,
+    /// Stored bytes of blobs added (envelopes).
+    pub stored_bytes: u64,
+    /// Packs uploaded.
+    pub packs: u64,
+    /// Index files written.
+    pub index_files: u64,
+}
+
+struct Open {
+    data: Vec<PackBuilder>,
+    tree: Vec<PackBuilder>,
+}
+
+/// Collects blobs into packs and uploads them. See the module documentation.
+pub struct Packer {
+    repo: Repository,
+    key: Arc<MasterKey>,
+    open: Mutex<Open>,
+    tx: Mutex<Option<mpsc::Sender<FinishedPack>>>,
+    uploader: Mutex<Option<tokio::task::JoinHandle<Result<(u64, u64)>>>>,
+    known: Mutex<HashSet<BlobId>>,
+    index: Arc<RwLock<Index>>,
+    stats: Mutex<PackerStats>,
+    handle: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for Packer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Packer").finish_non_exhaustive()
+    }
+}
+
+fn poisoned<T>(_: T) -> Error {
+    Error::Invalid("internal lock poisoned (a worker panicked)".into())
+}
+
+impl Packer {
+    /// A packer writing into `repo`, deduplicating against `index` (which it also updates as
+    /// packs land). Must be created inside a tokio runtime.
+    pub fn new(repo: &Repository, index: Arc<RwLock<Index>>) -> Self {
+        let handle = tokio::runtime::Handle::current();
+        let (tx, rx) = mpsc::channel::<FinishedPack>(UPLOAD_QUEUE);
+        let uploader = handle.spawn(upload_loop(repo.clone(), index.clone(), rx));
+        Self {
+            repo: repo.clone(),
+            key: Arc::new(repo.key().clone()),
+            open: Mutex::new(Open {
+                data: Vec::new(),
+                tree: Vec::new(),
+            }),
+            tx: Mutex::new(Some(tx)),
+            uploader: Mutex::new(Some(uploader)),
+            known: Mutex::new(HashSet::new()),
+            index,
+            stats: Mutex::new(PackerStats::default()),
+            handle,
+        }
+    }
+
+    /// The repository's master key.
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
+    /// True when the blob is in the repository or was added through this packer. When it is
+    /// neither, it is *claimed*: the caller must add it (so two workers never both add one blob).
+    pub fn claim(&self, id: &BlobId) -> Result<bool> {
+        if self.index.read().map_err(poisoned)?.contains(id) {
+            return Ok(true);
+        }
+        Ok(!self.known.lock().map_err(poisoned)?.insert(*id))
+    }
+
+    /// Adds a sealed blob. Blocks while the upload queue is full. Call from worker threads, not
+    /// from async tasks.
+    pub fn add(
+        &self,
+        blob_type: BlobType,
+        id: BlobId,
+        sealed: &[u8],
+        plain_len: u32,
+    ) -> Result<()> {
+        let full = {
+            let mut open = self.open.lock().map_err(poisoned)?;
+            let (packs, want, target) = match blob_type {
+                BlobType::Data => (
+                    &mut open.data,
+                    OPEN_DATA_PACKS,
+                    self.repo.config().data_pack_target,
+                ),
+                BlobType::Tree => (&mut open.tree, 1, self.repo.config().tree_pack_target),
+            };
+            if packs.len() < want {
+                let cap = (target as usize).min(1 << 20);
+                packs.push(PackBuilder::new(&self.key, blob_type, cap));
+            }
+            let i = rand::thread_rng().gen_range(0..packs.len());
+            let pack = packs
+                .get_mut(i)
+                .ok_or_else(|| Error::Invalid("no open pack".into()))?;
+            pack.add(id, sealed, plain_len)
+                .map_err(|e| Error::Invalid(format!("pack: {e}")))?;
+            if pack.len() >= target as usize {
+                Some(packs.swap_remove(i))
+            } else {
+                None
+            }
+        };
+        {
+            let mut s = self.stats.lock().map_err(poisoned)?;
+            s.blobs += 1;
+            s.plain_bytes += u64::from(plain_len);
+            s.stored_bytes += sealed.len() as u64;
+        }
+        if let Some(pack) = full {
+            self.send(pack)?;
+        }
+        Ok(())
+    }
+
+    fn send(&self, pack: PackBuilder) -> Result<()> {
+        let finished = pack
+            .finish(&self.key, &mut rand::thread_rng())
+            .map_err(|e| Error::Invalid(format!("pack: {e}")))?;
+        let tx = self.tx.lock().map_err(poisoned)?.clone();
+        let Some(tx) = tx else {
+            return Err(Error::Invalid("packer already finished".into()));
+        };
+        if tx.blocking_send(finished).is_err() {
+            // The upload task stopped: its error is reported by `finish`.
+            return Err(Error::Storage {
+                op: "put",
+                object: "data/".into(),
+                transient: false,
+                message: "the upload task stopped after an error".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Seals the open packs, waits for every upload, writes the last index file. Returns what
+    /// was written. Call from a blocking context (or `spawn_blocking`).
+    pub fn finish_blocking(&self) -> Result<PackerStats> {
+        let rest: Vec<PackBuilder> = {
+            let mut open = self.open.lock().map_err(poisoned)?;
+            let mut all: Vec<PackBuilder> = open.data.drain(..).collect();
+            all.append(&mut open.tree);
+            all
+        };
+        let mut first_err = None;
+        for p in rest.into_iter().filter(|p| !p.is_empty()) {
+            if let Err(e) = self.send(p) {
+                first_err.get_or_insert(e);
+            }
+        }
+        self.tx.lock().map_err(poisoned)?.take();
+        let uploader = self.uploader.lock().map_err(poisoned)?.take();
+        let uploaded = match uploader {
+            Some(h) => self
+                .handle
+                .block_on(h)
+                .map_err(|e| Error::Invalid(format!("upload task failed: {e}")))?,
+            None => Ok((0, 0)),
+        };
+        let (packs, index_files) = uploaded?;
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        let mut s = *self.stats.lock().map_err(poisoned)?;
+        s.packs = packs;
+        s.index_files = index_files;
+        Ok(s)
+    }
+}
+
+/// Retries a transient storage failure a few times (put is idempotent: write-once names).
+pub(crate) async fn with_retries<T, F, Fut>(mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut delay = Duration::from_millis(100);
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Err(e) if e.is_transient() && attempt < 4 => {
+                attempt += 1;
+                tokio::time::sleep(delay).await;
+                delay *= 4;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn upload_loop(
+    repo: Repository,
+    index: Arc<RwLock<Index>>,
+    rx: mpsc::Receiver<FinishedPack>,
+) -> Result<(u64, u64)> {
+    let mut pending = IndexFile::default();
+    let mut last_write = Instant::now();
+    let (mut packs, mut files) = (0u64, 0u64);
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|p| (p, rx)) });
+    let uploads = stream
+        .map(|pack| {
+            let repo = repo.clone();
+            async move {
+                with_retries(|| repo.write_pack(&pack)).await?;
+                Ok::<_, Error>(pack)
+            }
+        })
+        .buffer_unordered(UPLOAD_CONCURRENCY);
+    let mut uploads = std::pin::pin!(uploads);
+    while let Some(done) = uploads.next().await {
+        let pack = done?;
+        packs += 1;
+        index
+            .write()
+            .map_err(poisoned)?
+            .add_pack(pack.id, &pack.entries);
+        pending.packs.push(IndexPack {
+            id: pack.id,
+            blobs: pack.entries,
+        });
+        if pending.packs.len() >= INDEX_EVERY_PACKS || last_write.elapsed() >= INDEX_EVERY {
+            write_index(&repo, &index, &mut pending).await?;
+            files += 1;
+            last_write = Instant::now();
+        }
+    }
+    if !pending.packs.is_empty() {
+        write_index(&repo, &index, &mut pending).await?;
+        files += 1;
+    }
+    Ok((packs, files))
+}
+
+async fn write_index(
+    repo: &Repository,
+    index: &Arc<RwLock<Index>>,
+    pending: &mut IndexFile,
+) -> Result<IndexId> {
+    let file = std::mem::take(pending);
+    let id = with_retries(|| repo.write_index(&file)).await?;
+    index.write().map_err(poisoned)?.add_file(id);
+    Ok(id)
+}
