@@ -26,6 +26,23 @@ use crate::repo::Repository;
 /// Bytes of a file read and chunked at a time (the chunks of one window are sealed in parallel).
 const WINDOW: usize = 16 << 20;
 
+/// What to do with one file-system entry (decided by a caller-supplied rule, e.g. PostgreSQL's
+/// list of what a base backup leaves out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Back it up as usual.
+    Keep,
+    /// Leave it out.
+    Skip,
+    /// A directory: keep it, but not its contents.
+    EmptyDir,
+    /// A file: cut it into fixed blocks of this many bytes (pages change in place).
+    FixedBlocks(usize),
+}
+
+/// A rule deciding the [`Policy`] of each entry from its path and metadata.
+pub type PolicyFn = std::sync::Arc<dyn Fn(&Path, &std::fs::Metadata) -> Policy + Send + Sync>;
+
 /// Counters shared by all workers.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -51,6 +68,7 @@ pub(crate) struct Ctx {
     pub progress: Arc<dyn Progress>,
     pub counters: Counters,
     pub names: Names,
+    pub policy: Option<PolicyFn>,
     pub atime: bool,
     pub handle: tokio::runtime::Handle,
     /// Content of hard-linked files already read in this backup, by (device, inode).
@@ -112,8 +130,14 @@ impl Ctx {
     }
 
     /// Chunks, deduplicates and stores a stream; returns its content blobs and size.
-    pub(crate) fn store_stream(&self, reader: &mut dyn Read) -> Result<(Vec<BlobId>, u64)> {
-        let max = self.chunker.params().max_size as usize;
+    /// With `fixed`, chunks are cut every `fixed` bytes instead of by content (for data that
+    /// changes in place, like database pages).
+    pub(crate) fn store_stream(
+        &self,
+        reader: &mut dyn Read,
+        fixed: Option<usize>,
+    ) -> Result<(Vec<BlobId>, u64)> {
+        let max = fixed.unwrap_or(self.chunker.params().max_size as usize);
         let window = WINDOW.max(2 * max);
         let mut buf: Vec<u8> = Vec::new();
         let mut ids = Vec::new();
@@ -147,7 +171,12 @@ impl Ctx {
             let mut pos = 0;
             while pos < buf.len() {
                 let rest = buf.get(pos..).unwrap_or_default();
-                match self.chunker.next_chunk(rest, eof) {
+                let next = match fixed {
+                    Some(b) if rest.len() >= b => Some(b),
+                    Some(_) => eof.then_some(rest.len()),
+                    None => self.chunker.next_chunk(rest, eof),
+                };
+                match next {
                     Some(len) if len > 0 => {
                         cuts.push(pos..pos + len);
                         pos += len;
@@ -176,6 +205,7 @@ impl Ctx {
         &self,
         path: &Path,
         node: &Node,
+        fixed: Option<usize>,
     ) -> std::io::Result<Result<(Vec<BlobId>, u64)>> {
         let key = (node.device, node.inode);
         if node.links > 1 {
@@ -191,7 +221,7 @@ impl Ctx {
             }
         }
         let mut f = std::fs::File::open(path)?;
-        let out = self.store_stream(&mut f);
+        let out = self.store_stream(&mut f, fixed);
         if let (Ok((ids, size)), true) = (&out, node.links > 1) {
             if let Ok(mut m) = self.hardlinks.lock() {
                 m.insert(key, (*size, ids.clone()));
@@ -220,6 +250,14 @@ impl Ctx {
         if self.excludes.excludes(path, is_file, md.size()) {
             return Ok(None);
         }
+        let policy = self.policy.as_ref().map_or(Policy::Keep, |p| p(path, &md));
+        if policy == Policy::Skip {
+            return Ok(None);
+        }
+        let fixed = match policy {
+            Policy::FixedBlocks(b) => Some(b),
+            _ => None,
+        };
         let mut node = match node_from(path, name, &md, &self.names, self.atime) {
             Ok(n) => n,
             Err(e) => {
@@ -241,7 +279,7 @@ impl Ctx {
                             .fetch_add(1, Ordering::Relaxed);
                     }
                     _ => {
-                        match self.file_content(path, &node) {
+                        match self.file_content(path, &node, fixed) {
                             Ok(Ok((ids, size))) => {
                                 node.content = ids;
                                 if size != node.size && size != 0 {
@@ -274,7 +312,10 @@ impl Ctx {
             }
             NodeKind::Dir => {
                 let crosses = root_dev.is_some_and(|d| d != node.device);
-                let subtree = if crosses || self.excludes.excludes_dir_contents(path) {
+                let subtree = if crosses
+                    || policy == Policy::EmptyDir
+                    || self.excludes.excludes_dir_contents(path)
+                {
                     self.store_tree(Tree::default())?
                 } else {
                     self.dir(path, old.and_then(|o| o.subtree), root_dev)?

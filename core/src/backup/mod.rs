@@ -20,6 +20,7 @@
 mod archiver;
 mod exclude;
 mod meta;
+mod session;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -39,6 +40,8 @@ use crate::packer::{Packer, PackerStats};
 use crate::progress::Progress;
 use crate::repo::{Repository, now};
 use archiver::{Counters, Ctx, Virtual};
+pub use archiver::{Policy, PolicyFn};
+pub use session::{BackupSession, SessionOutcome};
 
 /// What to back up.
 pub enum BackupSource {
@@ -156,7 +159,7 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-fn username() -> String {
+pub(crate) fn username() -> String {
     std::env::var("USER").ok().unwrap_or_else(|| {
         nix::unistd::User::from_uid(nix::unistd::getuid())
             .ok()
@@ -222,29 +225,7 @@ pub async fn backup(
                 })
         }
     };
-    let index = repo.index().await?;
-    let config = repo.config().clone();
-    let ctx = Arc::new(Ctx {
-        repo: repo.clone(),
-        packer: Packer::new(repo, index),
-        chunker: Chunker::new(repo.key().chunker_seed(), config.chunker)
-            .map_err(|e| Error::Invalid(e.to_string()))?,
-        compression: config.compression,
-        excludes: Excludes::new(
-            &options.exclude,
-            &options.exclude_files,
-            &options.exclude_if_present,
-            options.exclude_larger_than,
-        )?,
-        one_file_system: options.one_file_system,
-        progress: progress.clone(),
-        counters: Counters::default(),
-        names: Default::default(),
-        atime: options.atime,
-        handle: tokio::runtime::Handle::current(),
-        hardlinks: Mutex::new(Default::default()),
-        warnings: Mutex::new(Vec::new()),
-    });
+    let ctx = make_ctx(repo, options, progress.clone(), None).await?;
     let threads = options.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -305,14 +286,60 @@ pub async fn backup(
     .map_err(|e| Error::Invalid(format!("backup worker failed: {e}")))??;
     progress.finish("backup");
 
-    let c = &ctx.counters;
     let mut snapshot = Snapshot::new(SnapshotKind::Files, time, tree);
     snapshot.hostname = host;
     snapshot.username = username();
     snapshot.paths = path_bytes;
     snapshot.tags = options.tags.clone();
     snapshot.parent = parent.map(|(id, _)| id);
-    snapshot.summary = Summary {
+    snapshot.summary = summary(&ctx, &stats, started);
+    let id = crate::packer::with_retries(|| repo.save_snapshot(&snapshot)).await?;
+    let warnings = ctx.warnings.lock().map(|w| w.clone()).unwrap_or_default();
+    Ok(BackupOutcome {
+        id,
+        snapshot,
+        packer: stats,
+        warnings,
+    })
+}
+
+/// Builds the shared worker context.
+pub(crate) async fn make_ctx(
+    repo: &Repository,
+    options: &BackupOptions,
+    progress: Arc<dyn Progress>,
+    policy: Option<PolicyFn>,
+) -> Result<Arc<Ctx>> {
+    let index = repo.index().await?;
+    let config = repo.config().clone();
+    Ok(Arc::new(Ctx {
+        repo: repo.clone(),
+        packer: Packer::new(repo, index),
+        chunker: Chunker::new(repo.key().chunker_seed(), config.chunker)
+            .map_err(|e| Error::Invalid(e.to_string()))?,
+        compression: config.compression,
+        excludes: Excludes::new(
+            &options.exclude,
+            &options.exclude_files,
+            &options.exclude_if_present,
+            options.exclude_larger_than,
+        )?,
+        one_file_system: options.one_file_system,
+        progress,
+        counters: Counters::default(),
+        names: Default::default(),
+        atime: options.atime,
+        policy,
+        handle: tokio::runtime::Handle::current(),
+        hardlinks: Mutex::new(Default::default()),
+        warnings: Mutex::new(Vec::new()),
+    }))
+}
+
+/// The snapshot summary from the workers' counters.
+pub(crate) fn summary(ctx: &Ctx, stats: &PackerStats, started: Instant) -> Summary {
+    let c = &ctx.counters;
+    Summary {
         files_new: c.files_new.load(Ordering::Relaxed),
         files_changed: c.files_changed.load(Ordering::Relaxed),
         files_unchanged: c.files_unchanged.load(Ordering::Relaxed),
@@ -325,15 +352,7 @@ pub async fn backup(
         bytes_added_plain: stats.plain_bytes,
         bytes_added_stored: stats.stored_bytes,
         duration_nanos: u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
-    };
-    let id = crate::packer::with_retries(|| repo.save_snapshot(&snapshot)).await?;
-    let warnings = ctx.warnings.lock().map(|w| w.clone()).unwrap_or_default();
-    Ok(BackupOutcome {
-        id,
-        snapshot,
-        packer: stats,
-        warnings,
-    })
+    }
 }
 
 /// A root tree holding one file made from a stream.
@@ -343,7 +362,7 @@ fn stream_tree(
     reader: &mut dyn Read,
     _old: Option<BlobId>,
 ) -> Result<BlobId> {
-    let (content, size) = ctx.store_stream(reader)?;
+    let (content, size) = ctx.store_stream(reader, None)?;
     let mut node = Node::new(name.as_bytes().to_vec(), NodeKind::File);
     let t = now();
     node.mode = 0o600;

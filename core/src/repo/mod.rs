@@ -178,6 +178,32 @@ impl Repository {
             .map(|d| d.join("cairn"))
     }
 
+    /// A handle from a master key and a config already opened with it (e.g. through a key file,
+    /// without a password). The key slot is unknown (its id reads as all zeros).
+    pub fn from_key(storage: Arc<dyn Storage>, key: MasterKey, config: RepoConfig) -> Self {
+        Self {
+            storage,
+            key: Arc::new(key),
+            key_id: KeyId::default(),
+            config,
+            index: Arc::default(),
+            cache_dir: None,
+        }
+    }
+
+    /// The same repository (key, config) reached through another storage handle, e.g. a
+    /// wrapper that counts or injects faults. The index is not shared.
+    pub fn with_storage(&self, storage: Arc<dyn Storage>) -> Self {
+        Self {
+            storage,
+            key: self.key.clone(),
+            key_id: self.key_id,
+            config: self.config.clone(),
+            index: Arc::default(),
+            cache_dir: self.cache_dir.clone(),
+        }
+    }
+
     /// The storage.
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage

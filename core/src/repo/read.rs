@@ -43,7 +43,19 @@ impl Repository {
     pub async fn read_index_file(&self, id: &IndexId) -> Result<IndexFile> {
         let name = index_name(id);
         let bytes = self.get_cached(&name).await?;
-        IndexFile::open(&self.key, id, &bytes).map_err(|e| Error::format(name, e))
+        match IndexFile::open(&self.key, id, &bytes) {
+            Ok(f) => Ok(f),
+            Err(_) if self.cache_dir.is_some() => {
+                // A damaged cache entry: read the store's copy and replace the entry.
+                let fresh = self.storage.get(&name).await?;
+                let f = IndexFile::open(&self.key, id, &fresh).map_err(|e| Error::format(name.clone(), e))?;
+                if let Some(dir) = &self.cache_dir {
+                    let _ = tokio::fs::write(dir.join(&name), &fresh).await;
+                }
+                Ok(f)
+            }
+            Err(e) => Err(Error::format(name, e)),
+        }
     }
 
     /// Loads every index file into a fresh [`Index`].
@@ -113,8 +125,38 @@ impl Repository {
                 "blob {id} is a data blob, not a tree"
             )));
         }
-        let plain = self.read_blob_at(id, &loc).await?;
+        let plain = match &self.cache_dir {
+            Some(dir) => self.read_tree_cached(dir, id, &loc).await?,
+            None => self.read_blob_at(id, &loc).await?,
+        };
         Tree::decode(&plain).map_err(|e| Error::format(format!("tree {}", id.short()), e))
+    }
+
+    /// Reads a tree blob through the local cache: trees are write-once and small, and a re-backup
+    /// or `ls`/`find`/`diff` reads the same ones again. Cached envelopes are authenticated on
+    /// every read; a damaged cache entry is replaced from the store.
+    async fn read_tree_cached(&self, dir: &std::path::Path, id: &BlobId, loc: &BlobLocation) -> Result<Vec<u8>> {
+        let path = dir.join("trees").join(id.to_hex());
+        if let Ok(sealed) = tokio::fs::read(&path).await {
+            if let Ok(plain) = loc.entry(*id).open(&self.key, &sealed) {
+                return Ok(plain);
+            }
+        }
+        let name = pack_name(&loc.pack);
+        let range = u64::from(loc.offset)..u64::from(loc.offset) + u64::from(loc.stored_len);
+        let sealed = self.storage.get_range(&name, range).await?;
+        let plain = loc
+            .entry(*id)
+            .open(&self.key, &sealed)
+            .map_err(|e| Error::format(format!("{name} (blob {})", id.short()), e))?;
+        if let Some(parent) = path.parent() {
+            let _ = tokio::fs::create_dir_all(parent).await;
+        }
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        if tokio::fs::write(&tmp, &sealed).await.is_ok() {
+            let _ = tokio::fs::rename(&tmp, &path).await;
+        }
+        Ok(plain)
     }
 
     /// Writes a finished pack (never overwriting).
