@@ -3,13 +3,19 @@
 //! A thin command line over the `cairn` crate: it parses arguments, calls the library, prints.
 //!
 //! Exit codes: 0 success, 1 failure, 2 usage error, 3 not found / not a repository, 4 wrong
-//! password, 5 corruption found, 6 storage failure, 7 already exists.
+//! password, 5 corruption found (or a restore that could not restore everything), 6 storage
+//! failure, 7 already exists, 8 backup written but some files could not be read.
 
+mod commands;
+mod progress;
+mod text;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use cairn::format::KdfParams;
-use cairn::{Error, InitOptions, PasswordSource, Repository, open_storage};
-use clap::{Args, Parser, Subcommand};
+use cairn::{Error, PasswordSource, Repository, open_storage};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
 #[derive(Parser, Debug)]
@@ -21,8 +27,24 @@ struct Cli {
     command: Command,
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 ok, 1 failure, 2 usage, 3 not found / not a repository, \
-4 wrong password, 5 corruption, 6 storage failure, 7 already exists.";
+const EXIT_CODES: &str = "\
+Snapshots (SNAPSHOT) are named by `latest`, a full id, or a unique id prefix.
+
+Exit codes:
+  0  success
+  1  failure
+  2  usage error
+  3  not found / not a repository
+  4  wrong password
+  5  corruption found (restore: some entries could not be restored)
+  6  storage failure
+  7  already exists
+  8  backup: snapshot written but some files could not be read";
+
+/// Exit code of a backup that wrote its snapshot but could not read some files.
+const EXIT_PARTIAL_BACKUP: u8 = 8;
+/// Exit code of a restore that could not restore everything (corruption found).
+const EXIT_CORRUPTION: u8 = 5;
 
 #[derive(Args, Debug)]
 struct Global {
@@ -35,9 +57,12 @@ struct Global {
     /// Run this shell command and use its output as the password.
     #[arg(long, env = "CAIRN_PASSWORD_COMMAND", global = true)]
     password_command: Option<String>,
-    /// Print machine-readable JSON instead of text.
+    /// Print machine-readable JSON instead of text (progress as JSON lines on stderr).
     #[arg(long, global = true)]
     json: bool,
+    /// Do not cache index files locally (default cache: $XDG_CACHE_HOME/cairn or ~/.cache/cairn).
+    #[arg(long, global = true)]
+    no_cache: bool,
     /// Argon2id memory cost in KiB for new keys (default 65536 = 64 MiB).
     #[arg(long, global = true, hide = true)]
     kdf_memory_kib: Option<u32>,
@@ -62,6 +87,98 @@ enum Command {
     /// Manage the repository's keys (passwords).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Back up files and directories (or a stream) into a new snapshot.
+    #[command(
+        after_help = "Exit code 8: the snapshot was written but some files could not be read \
+(they are listed as warnings and left out of the snapshot)."
+    )]
+    Backup(BackupArgs),
+    /// Restore a snapshot into a directory.
+    #[command(
+        after_help = "Exit code 5: some entries could not be restored (damaged or missing \
+data, or files that could not be created); they are listed, the rest is restored."
+    )]
+    Restore {
+        /// The snapshot.
+        snapshot: String,
+        /// Directory to restore into (created if missing; must be empty unless --overwrite).
+        #[arg(long, short = 't')]
+        target: PathBuf,
+        /// Restore only this absolute path of the snapshot, with everything below it (repeatable).
+        #[arg(long, value_name = "PATH")]
+        include: Vec<String>,
+        /// Do not restore modes, owners, times and extended attributes.
+        #[arg(long)]
+        no_metadata: bool,
+        /// Write zero-filled chunks instead of leaving holes.
+        #[arg(long)]
+        no_sparse: bool,
+        /// Restore into a non-empty target, replacing entries of the same name.
+        #[arg(long)]
+        overwrite: bool,
+        /// Worker threads (default: the number of CPUs, at least 2).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// List snapshots, oldest first.
+    Snapshots {
+        /// Only snapshots of this host.
+        #[arg(long)]
+        host: Option<String>,
+        /// Only snapshots with this tag (repeat: with every tag given).
+        #[arg(long)]
+        tag: Vec<String>,
+        /// Only snapshots of this backed-up path (repeat: with every path given).
+        #[arg(long)]
+        path: Vec<String>,
+    },
+    /// List a directory of a snapshot.
+    Ls {
+        /// The snapshot.
+        snapshot: String,
+        /// Absolute path inside the snapshot.
+        #[arg(default_value = "/")]
+        path: String,
+        /// List everything below the directory.
+        #[arg(short = 'R', long)]
+        recursive: bool,
+    },
+    /// Find files by name (`*.pdf`) or by path (`/home/*/notes.txt`, `doc/**/*.md`) in snapshots.
+    Find {
+        /// Glob: without `/` it matches file names; with `/`, paths (`*` within a component,
+        /// `**` across).
+        pattern: String,
+        /// Search only this snapshot (repeatable; default: all).
+        #[arg(long, short = 's')]
+        snapshot: Vec<String>,
+        /// Match regardless of case.
+        #[arg(long, short = 'i')]
+        ignore_case: bool,
+    },
+    /// Show what changed between two snapshots (+ added, - removed, M content modified,
+    /// U metadata only, T type changed).
+    Diff {
+        /// The older snapshot.
+        a: String,
+        /// The newer snapshot.
+        b: String,
+    },
+    /// Write the content of a file of a snapshot to standard output.
+    Dump {
+        /// The snapshot.
+        snapshot: String,
+        /// Absolute path of the file inside the snapshot.
+        path: String,
+    },
+    /// Count files, sizes, distinct blobs and ratios of snapshots.
+    Stats {
+        /// The snapshots (default: all).
+        snapshots: Vec<String>,
+        /// restore-size: files and logical size only; raw-data: also distinct blobs and
+        /// stored bytes.
+        #[arg(long, value_enum, default_value_t = StatsModeArg::RawData)]
+        mode: StatsModeArg,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -90,6 +207,63 @@ enum KeyCommand {
     },
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum StatsModeArg {
+    RestoreSize,
+    RawData,
+}
+
+#[derive(Args, Debug)]
+struct BackupArgs {
+    /// Files and directories to back up.
+    #[arg(value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// Tag the snapshot (repeatable).
+    #[arg(long)]
+    tag: Vec<String>,
+    /// Host name to record (default: this machine's).
+    #[arg(long)]
+    host: Option<String>,
+    /// Compare against this snapshot to skip unchanged files (default: the latest snapshot of
+    /// the same host and paths).
+    #[arg(long, conflicts_with = "force")]
+    parent: Option<String>,
+    /// Read every file, comparing against no parent snapshot.
+    #[arg(long)]
+    force: bool,
+    /// Leave out paths matching this glob (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Leave out the globs listed in this file, one a line (repeatable).
+    #[arg(long, value_name = "FILE")]
+    exclude_file: Vec<PathBuf>,
+    /// Leave out the contents of directories holding a file of this name (repeatable).
+    #[arg(long, value_name = "NAME")]
+    exclude_if_present: Vec<String>,
+    /// Leave out files larger than this (e.g. 100M, 2G).
+    #[arg(long, value_name = "SIZE", value_parser = text::parse_size)]
+    exclude_larger_than: Option<u64>,
+    /// Do not cross into other file systems.
+    #[arg(long, short = 'x')]
+    one_file_system: bool,
+    /// Back up standard input as one file (named by --stdin-filename).
+    #[arg(long, conflicts_with = "stdin_from_command")]
+    stdin: bool,
+    /// Back up the standard output of the command after `--` as one file; fails, writing no
+    /// snapshot, when the command fails.
+    #[arg(long)]
+    stdin_from_command: bool,
+    /// File name of the stream in the snapshot.
+    #[arg(long, default_value = "stdin", value_name = "NAME")]
+    stdin_filename: String,
+    /// Worker threads (default: the number of CPUs).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// The command and its arguments, for --stdin-from-command.
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.global.json;
@@ -101,7 +275,7 @@ fn main() -> ExitCode {
         }
     };
     match rt.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             if json {
                 println!(
@@ -171,41 +345,89 @@ fn default_label() -> String {
     format!("{user}@{host}")
 }
 
-async fn run(cli: Cli) -> cairn::Result<()> {
+async fn run(cli: Cli) -> cairn::Result<u8> {
     let g = &cli.global;
     let location = g.repo.clone().ok_or_else(|| {
         Error::Invalid("no repository given: use --repo or set CAIRN_REPOSITORY".into())
     })?;
     let storage = open_storage(&location)?;
-    match &cli.command {
-        Command::Init { label, compression } => {
-            let pw = password(g)?;
-            let mut opts = InitOptions::default();
-            opts.kdf = kdf(g);
-            opts.label = label.clone().unwrap_or_else(default_label);
-            opts.compression = cairn::format::Compression::from_level(*compression);
-            let repo = Repository::init(storage, &pw, opts).await?;
-            if g.json {
-                println!("{}", config_json(&repo));
-            } else {
-                println!("created Cairn repository at {location}");
-                print_config(&repo);
-            }
+    if let Command::Init { label, compression } = &cli.command {
+        let pw = password(g)?;
+        let mut opts = cairn::InitOptions::default();
+        opts.kdf = kdf(g);
+        opts.label = label.clone().unwrap_or_else(default_label);
+        opts.compression = cairn::format::Compression::from_level(*compression);
+        let repo = Repository::init(storage, &pw, opts).await?;
+        if g.json {
+            println!("{}", config_json(&repo));
+        } else {
+            println!("created Cairn repository at {location}");
+            print_config(&repo);
         }
+        return Ok(0);
+    }
+    let mut repo = Repository::open(storage, &password(g)?)
+        .await?
+        .with_cache(if g.no_cache {
+            None
+        } else {
+            Repository::default_cache_dir()
+        });
+    match &cli.command {
+        Command::Init { .. } => Ok(0),
         Command::Config => {
-            let repo = Repository::open(storage, &password(g)?).await?;
             if g.json {
                 println!("{}", config_json(&repo));
             } else {
                 print_config(&repo);
             }
+            Ok(0)
         }
         Command::Key(cmd) => {
-            let mut repo = Repository::open(storage, &password(g)?).await?;
             key_command(&mut repo, cmd, g).await?;
+            Ok(0)
+        }
+        Command::Backup(args) => commands::backup(&repo, args, g.json).await,
+        Command::Restore {
+            snapshot,
+            target,
+            include,
+            no_metadata,
+            no_sparse,
+            overwrite,
+            threads,
+        } => {
+            let mut o = cairn::RestoreOptions::default();
+            o.include = include.clone();
+            o.metadata = !no_metadata;
+            o.sparse = !no_sparse;
+            o.overwrite = *overwrite;
+            o.threads = *threads;
+            commands::restore(&repo, snapshot, target, &o, g.json).await
+        }
+        Command::Snapshots { host, tag, path } => {
+            commands::snapshots(&repo, host.as_deref(), tag, path, g.json).await
+        }
+        Command::Ls {
+            snapshot,
+            path,
+            recursive,
+        } => commands::ls(&repo, snapshot, path, *recursive, g.json).await,
+        Command::Find {
+            pattern,
+            snapshot,
+            ignore_case,
+        } => commands::find(&repo, pattern, snapshot, *ignore_case, g.json).await,
+        Command::Diff { a, b } => commands::diff(&repo, a, b, g.json).await,
+        Command::Dump { snapshot, path } => commands::dump(&repo, snapshot, path).await,
+        Command::Stats { snapshots, mode } => {
+            let mode = match mode {
+                StatsModeArg::RestoreSize => cairn::StatsMode::RestoreSize,
+                StatsModeArg::RawData => cairn::StatsMode::RawData,
+            };
+            commands::stats(&repo, snapshots, mode, g.json).await
         }
     }
-    Ok(())
 }
 
 async fn key_command(repo: &mut Repository, cmd: &KeyCommand, g: &Global) -> cairn::Result<()> {

@@ -1,0 +1,390 @@
+//! The `cairn-files` binary end to end against temporary repositories.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+struct Env {
+    dir: tempfile::TempDir,
+    repo: PathBuf,
+}
+
+impl Env {
+    /// A fresh, initialised repository (cheap key derivation).
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        let env = Self { dir, repo };
+        let out = env.run(&["--kdf-memory-kib", "8", "--kdf-passes", "1", "init"]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        env
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cairn-files"));
+        c.env_remove("CAIRN_REPOSITORY")
+            .env_remove("CAIRN_PASSWORD_FILE")
+            .env_remove("CAIRN_PASSWORD_COMMAND")
+            .env("CAIRN_PASSWORD", "pw")
+            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
+            .arg("--repo")
+            .arg(&self.repo)
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// Runs and expects success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+
+    fn snapshot_count(&self) -> usize {
+        self.json(&["snapshots"]).as_array().unwrap().len()
+    }
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A small tree: a.txt, sub/b.txt, sub/big.bin (300 KiB, several chunks), link -> a.txt.
+fn tree(env: &Env) -> PathBuf {
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("a.txt"), b"hello cairn\n").unwrap();
+    std::fs::write(src.join("sub/b.txt"), b"second file\n").unwrap();
+    let big: Vec<u8> = (0..300 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(src.join("sub/big.bin"), big).unwrap();
+    std::os::unix::fs::symlink("a.txt", src.join("link")).unwrap();
+    src
+}
+
+#[test]
+fn backup_snapshots_ls_dump_find_diff_stats() {
+    let env = Env::new();
+    let src = tree(&env);
+    let out = env.json(&["backup", s(&src), "--tag", "t1", "--host", "h1"]);
+    assert_eq!(out["files_new"], 3, "{out}");
+    assert_eq!(out["total_bytes"], 12 + 12 + 300 * 1024);
+    assert_eq!(out["warnings"].as_array().unwrap().len(), 0);
+    assert_eq!(out["exit_code"], 0);
+    let id = out["id"].as_str().unwrap().to_owned();
+
+    let snaps = env.json(&["snapshots"]);
+    let snaps = snaps.as_array().unwrap();
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(snaps[0]["id"], id.as_str());
+    assert_eq!(snaps[0]["host"], "h1");
+    assert_eq!(snaps[0]["tags"][0], "t1");
+    assert_eq!(snaps[0]["paths"][0], s(&src));
+    assert!(snaps[0]["time"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(
+        env.json(&["snapshots", "--tag", "nope"]),
+        Value::Array(vec![])
+    );
+    assert_eq!(
+        env.json(&["snapshots", "--host", "h1", "--path", s(&src)])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let table = env.ok(&["snapshots"]);
+    assert!(table.contains(&id[..8]), "{table}");
+    assert!(table.contains("1 snapshot(s)"), "{table}");
+
+    let listing = env.ok(&["ls", "latest", s(&src)]);
+    let names: Vec<&str> = listing
+        .lines()
+        .map(|l| l.rsplit(s(&src)).next().unwrap())
+        .collect();
+    assert_eq!(names, ["/a.txt", "/link -> a.txt", "/sub"], "{listing}");
+    let deep = env.json(&["ls", &id[..10], s(&src), "--recursive"]);
+    let paths: Vec<&str> = deep
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = ["/a.txt", "/link", "/sub", "/sub/b.txt", "/sub/big.bin"]
+        .iter()
+        .map(|p| format!("{}{p}", s(&src)))
+        .collect();
+    assert_eq!(paths, want);
+
+    let dumped = env.run(&["dump", "latest", s(&src.join("sub/big.bin"))]);
+    assert_eq!(code(&dumped), 0);
+    assert_eq!(
+        dumped.stdout,
+        std::fs::read(src.join("sub/big.bin")).unwrap()
+    );
+    assert_eq!(
+        env.ok(&["dump", "latest", s(&src.join("a.txt"))]),
+        "hello cairn\n"
+    );
+
+    // A second snapshot: one file changed, one added.
+    std::fs::write(src.join("a.txt"), b"hello again\n").unwrap();
+    std::fs::write(src.join("new.txt"), b"new\n").unwrap();
+    let second = env.json(&["backup", s(&src), "--host", "h1"]);
+    assert_eq!(second["parent"], id.as_str());
+    assert_eq!(second["files_unchanged"], 2);
+    let id2 = second["id"].as_str().unwrap().to_owned();
+
+    let found = env.json(&["find", "*.txt"]);
+    let found = found.as_array().unwrap();
+    assert_eq!(found.len(), 2 + 3, "{found:?}");
+    assert_eq!(found[0]["snapshot"], id.as_str());
+    let only = env.json(&["find", "sub/*.bin", "--snapshot", &id2]);
+    assert_eq!(only.as_array().unwrap().len(), 1);
+
+    let d = env.json(&["diff", &id, &id2]);
+    let mine: Vec<(String, String)> = d["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["path"].as_str().unwrap().starts_with(s(&src)))
+        .map(|c| {
+            (
+                c["path"].as_str().unwrap()[s(&src).len()..].to_owned(),
+                c["change"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("", "modified"),
+        ("/a.txt", "modified"),
+        ("/new.txt", "added"),
+    ]
+    .iter()
+    .map(|(p, c)| (p.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(mine, want);
+    let text = env.ok(&["diff", &id, &id2]);
+    assert!(
+        text.contains(&format!("+    {}/new.txt", s(&src))),
+        "{text}"
+    );
+
+    let st = env.json(&["stats"]);
+    assert_eq!(st["snapshots"], 2);
+    assert_eq!(st["files"], 3 + 4);
+    assert_eq!(st["missing_blobs"], 0);
+    assert!(st["dedup_ratio"].as_f64().unwrap() > 1.5, "{st}");
+    let one = env.json(&["stats", "latest", "--mode", "restore-size"]);
+    assert_eq!(one["total_size"], 12 + 12 + 300 * 1024 + 4);
+    assert!(one.get("stored_bytes").is_none());
+}
+
+#[test]
+fn restore_round_trip() {
+    let env = Env::new();
+    let src = tree(&env);
+    env.ok(&["backup", s(&src)]);
+    let target = env.path("restored");
+    let out = env.json(&["restore", "latest", "--target", s(&target)]);
+    assert_eq!(out["files"], 3, "{out}");
+    assert_eq!(out["symlinks"], 1);
+    assert_eq!(out["errors"].as_array().unwrap().len(), 0);
+    let back = target.join(src.strip_prefix("/").unwrap());
+    for f in ["a.txt", "sub/b.txt", "sub/big.bin"] {
+        assert_eq!(
+            std::fs::read(back.join(f)).unwrap(),
+            std::fs::read(src.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_link(back.join("link")).unwrap(),
+        Path::new("a.txt")
+    );
+    // Only one path, into a fresh target.
+    let partial = env.path("partial");
+    let sub = src.join("sub");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        s(&partial),
+        "--include",
+        s(&sub),
+    ]);
+    let back = partial.join(src.strip_prefix("/").unwrap());
+    assert!(back.join("sub/b.txt").exists());
+    assert!(!back.join("a.txt").exists());
+    // Not into a non-empty directory without --overwrite.
+    let again = env.run(&["restore", "latest", "--target", s(&target)]);
+    assert_eq!(code(&again), 7, "{}", stderr(&again));
+    env.ok(&["restore", "latest", "--target", s(&target), "--overwrite"]);
+}
+
+#[test]
+fn streams_from_commands() {
+    let env = Env::new();
+    let out = env.json(&[
+        "backup",
+        "--stdin-from-command",
+        "--stdin-filename",
+        "dump.sql",
+        "--",
+        "sh",
+        "-c",
+        "printf 'create table t;\\n'",
+    ]);
+    assert_eq!(out["files_new"], 1, "{out}");
+    assert_eq!(
+        env.ok(&["dump", "latest", "/dump.sql"]),
+        "create table t;\n"
+    );
+    assert_eq!(env.snapshot_count(), 1);
+
+    let failed = env.run(&[
+        "backup",
+        "--stdin-from-command",
+        "--stdin-filename",
+        "dump.sql",
+        "--",
+        "sh",
+        "-c",
+        "echo partial; exit 3",
+    ]);
+    assert_ne!(code(&failed), 0);
+    assert!(stderr(&failed).contains("failed"), "{}", stderr(&failed));
+    assert_eq!(env.snapshot_count(), 1);
+
+    // Standard input.
+    let mut child = env
+        .cmd(&["backup", "--stdin", "--stdin-filename", "in.txt"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"from stdin").unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    assert_eq!(env.ok(&["dump", "latest", "/in.txt"]), "from stdin");
+}
+
+#[test]
+fn exit_codes() {
+    let env = Env::new();
+    let src = tree(&env);
+    // Wrong password: 4.
+    let wrong = env
+        .cmd(&["snapshots"])
+        .env("CAIRN_PASSWORD", "nope")
+        .output()
+        .unwrap();
+    assert_eq!(code(&wrong), 4, "{}", stderr(&wrong));
+    // No repository there: 3, also as JSON on stdout.
+    let missing = env
+        .cmd(&["--json", "snapshots"])
+        .arg("--repo")
+        .arg(env.path("nothing-here"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&missing), 3, "{}", stderr(&missing));
+    let err: Value = serde_json::from_slice(&missing.stdout).unwrap();
+    assert_eq!(err["exit_code"], 3);
+    // Unknown snapshot: 3. Usage: 2.
+    assert_eq!(code(&env.run(&["ls", "deadbeef"])), 3);
+    assert_eq!(code(&env.run(&["backup"])), 2);
+    assert_eq!(code(&env.run(&["backup", "--stdin", s(&src)])), 2);
+    assert_eq!(
+        code(&env.run(&["backup", "--exclude-larger-than", "ten", s(&src)])),
+        2
+    );
+    // Already exists: 7.
+    assert_eq!(
+        code(&env.run(&["--kdf-memory-kib", "8", "--kdf-passes", "1", "init"])),
+        7
+    );
+    let help = env.ok(&["--help"]);
+    assert!(help.contains("8  backup: snapshot written but some files could not be read"));
+
+    // A file that cannot be read: the snapshot is written anyway, exit 8. As root, a mode of
+    // 000 does not stop reads; /proc/1/mem usually still does (skipped where it does not).
+    let secret = src.join("secret");
+    std::fs::write(&secret, b"x").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+    let mut paths = vec![s(&src).to_owned()];
+    if std::fs::File::open(&secret).is_ok() {
+        std::fs::remove_file(&secret).unwrap();
+        if std::fs::File::open("/proc/1/mem").is_ok() {
+            eprintln!("every file is readable here: skipping the unreadable-file case");
+            return;
+        }
+        paths.push("/proc/1/mem".into());
+    }
+    let mut args = vec!["--json", "backup"];
+    args.extend(paths.iter().map(String::as_str));
+    let out = env.run(&args);
+    assert_eq!(code(&out), 8, "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["warnings"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["exit_code"], 8);
+    assert_eq!(env.snapshot_count(), 1);
+    let text = env.run(&args[1..]);
+    assert_eq!(code(&text), 8);
+    assert!(
+        stderr(&text).contains("snapshot written but 1 file(s) or folder(s) could not be read"),
+        "{}",
+        stderr(&text)
+    );
+}
+
+#[test]
+fn json_progress_goes_to_stderr() {
+    let env = Env::new();
+    let src = tree(&env);
+    let out = env.run(&["--json", "backup", s(&src)]);
+    assert_eq!(code(&out), 0);
+    let events: Vec<Value> = stderr(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.first().unwrap()["event"], "start");
+    assert_eq!(events.last().unwrap()["event"], "finish");
+    assert!(events.iter().any(|e| e["event"] == "progress"));
+    // Summary: exactly one JSON object on stdout.
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["id"].is_string());
+    // Without a terminal and without --json, only the summary.
+    let quiet = env.run(&["backup", s(&src)]);
+    assert_eq!(code(&quiet), 0);
+    assert!(quiet.stderr.is_empty(), "{}", stderr(&quiet));
+    assert!(String::from_utf8_lossy(&quiet.stdout).contains("snapshot "));
+}
