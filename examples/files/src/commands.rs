@@ -567,3 +567,134 @@ pub(crate) async fn stats(
     }
     Ok(0)
 }
+
+/// `check`.
+pub(crate) async fn check(repo: &Repository, all: bool, subset: Option<&str>, json: bool) -> cairn::Result<()> {
+    let mut o = cairn::CheckOptions::default();
+    o.read_data = match (all, subset) {
+        (true, _) => cairn::ReadData::All,
+        (false, Some(s)) => {
+            let (n, m) = s
+                .split_once('/')
+                .and_then(|(n, m)| Some((n.parse::<u32>().ok()?, m.parse::<u32>().ok()?)))
+                .filter(|(n, m)| *n >= 1 && n <= m)
+                .ok_or_else(|| Error::Invalid(format!("--read-data-subset {s:?}: use N/M with 1 <= N <= M")))?;
+            cairn::ReadData::Subset(n, m)
+        }
+        (false, None) => cairn::ReadData::None,
+    };
+    let report = cairn::check(repo, &o, std::sync::Arc::new(cairn::NoProgress)).await?;
+    if json {
+        let problems: Vec<_> = report
+            .problems
+            .iter()
+            .map(|p| serde_json::json!({"object": p.object, "message": p.message}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"ok": report.is_ok(), "snapshots": report.snapshots, "packs": report.packs,
+                "packs_read": report.packs_read, "bytes_read": report.bytes_read, "blobs": report.blobs,
+                "unindexed_packs": report.unindexed_packs.len(), "problems": problems})
+        );
+    } else {
+        println!(
+            "checked {} snapshots, {} packs ({} read in full, {} bytes), {} blobs",
+            report.snapshots, report.packs, report.packs_read, report.bytes_read, report.blobs
+        );
+        if !report.unindexed_packs.is_empty() {
+            println!("{} packs are in no index (left by interrupted backups; prune removes them)", report.unindexed_packs.len());
+        }
+        for p in &report.problems {
+            eprintln!("error: {}: {}", p.object, p.message);
+        }
+        if report.is_ok() {
+            println!("no errors were found");
+        }
+    }
+    if report.is_ok() {
+        Ok(())
+    } else {
+        Err(Error::Corrupt {
+            object: repo.storage().location(),
+            source: cairn::format::FormatError::Malformed {
+                what: "repository",
+                reason: format!("check found {} problem(s)", report.problems.len()),
+            },
+        })
+    }
+}
+
+/// `30d`, `12h`, `2w`, `90m`, `1y` -> seconds.
+pub(crate) fn parse_duration(s: &str) -> cairn::Result<i64> {
+    let bad = || Error::Invalid(format!("duration {s:?}: use a number and one of m, h, d, w, y (e.g. 30d)"));
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
+    let n: i64 = num.parse().map_err(|_| bad())?;
+    let unit = match unit {
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        "y" => 365 * 86_400,
+        _ => return Err(bad()),
+    };
+    Ok(n * unit)
+}
+
+/// `+01:00`, `-0530`, `Z` -> seconds east of UTC.
+pub(crate) fn parse_offset(s: &str) -> cairn::Result<i32> {
+    if s == "Z" || s == "UTC" {
+        return Ok(0);
+    }
+    let bad = || Error::Invalid(format!("UTC offset {s:?}: use +HH:MM or -HH:MM"));
+    let sign = match s.chars().next() {
+        Some('+') => 1,
+        Some('-') => -1,
+        _ => return Err(bad()),
+    };
+    let digits: String = s.chars().filter(char::is_ascii_digit).collect();
+    if digits.len() != 4 {
+        return Err(bad());
+    }
+    let h: i32 = digits[..2].parse().map_err(|_| bad())?;
+    let m: i32 = digits[2..].parse().map_err(|_| bad())?;
+    if h > 14 || m > 59 {
+        return Err(bad());
+    }
+    Ok(sign * (h * 3600 + m * 60))
+}
+
+/// `forget`.
+pub(crate) async fn forget(
+    repo: &Repository,
+    policy: &cairn::forget::KeepPolicy,
+    by: cairn::forget::GroupBy,
+    dry_run: bool,
+    json: bool,
+) -> cairn::Result<()> {
+    let decisions = cairn::forget::plan(repo, policy, by).await?;
+    let removed = if dry_run { Vec::new() } else { cairn::forget::forget(repo, &decisions).await? };
+    if json {
+        let v: Vec<_> = decisions
+            .iter()
+            .map(|d| serde_json::json!({"id": d.id.to_hex(), "time": d.time, "group": d.group, "keep": d.keep, "reasons": d.reasons}))
+            .collect();
+        println!("{}", serde_json::json!({"dry_run": dry_run, "decisions": v, "removed": removed.len()}));
+    } else {
+        let mut group = None;
+        for d in &decisions {
+            if group != Some(&d.group) {
+                println!("{}", d.group);
+                group = Some(&d.group);
+            }
+            let verdict = if d.keep { format!("keep ({})", d.reasons.join(", ")) } else { "forget".into() };
+            println!("  {}  {}  {verdict}", d.id.short(), iso_utc(cairn::format::Timestamp { secs: d.time, nanos: 0 }));
+        }
+        let n = decisions.iter().filter(|d| !d.keep).count();
+        if dry_run {
+            println!("would forget {n} snapshot(s); run without --dry-run to do it, then prune to free space");
+        } else {
+            println!("forgot {} snapshot(s); run prune to free their data", removed.len());
+        }
+    }
+    Ok(())
+}

@@ -179,6 +179,51 @@ data, or files that could not be created); they are listed, the rest is restored
         #[arg(long, value_enum, default_value_t = StatsModeArg::RawData)]
         mode: StatsModeArg,
     },
+    /// Check the repository: structure always; with --read-data, pack contents too.
+    Check {
+        /// Read and verify every pack.
+        #[arg(long)]
+        read_data: bool,
+        /// Read subset N/M of the packs (e.g. 1/7 on Mondays, 2/7 on Tuesdays, ...).
+        #[arg(long, value_name = "N/M", conflicts_with = "read_data")]
+        read_data_subset: Option<String>,
+    },
+    /// Forget snapshots by retention policy (data is freed later by prune).
+    Forget {
+        /// Keep the N newest.
+        #[arg(long, default_value_t = 0)]
+        keep_last: u32,
+        /// Keep one per hour for the N newest hours.
+        #[arg(long, default_value_t = 0)]
+        keep_hourly: u32,
+        /// Keep one per day for the N newest days.
+        #[arg(long, default_value_t = 0)]
+        keep_daily: u32,
+        /// Keep one per ISO week for the N newest weeks.
+        #[arg(long, default_value_t = 0)]
+        keep_weekly: u32,
+        /// Keep one per month for the N newest months.
+        #[arg(long, default_value_t = 0)]
+        keep_monthly: u32,
+        /// Keep one per year for the N newest years.
+        #[arg(long, default_value_t = 0)]
+        keep_yearly: u32,
+        /// Keep everything within this duration of the newest (e.g. 30d, 12h, 2w).
+        #[arg(long)]
+        keep_within: Option<String>,
+        /// Keep snapshots with this tag.
+        #[arg(long = "keep-tag")]
+        keep_tags: Vec<String>,
+        /// UTC offset for calendar rules, e.g. +01:00 (default: UTC).
+        #[arg(long, default_value = "+00:00")]
+        tz: String,
+        /// Group by: any of host,paths,kind (default all three).
+        #[arg(long, default_value = "host,paths,kind")]
+        group_by: String,
+        /// Only print what would be forgotten.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -426,6 +471,40 @@ async fn run(cli: Cli) -> cairn::Result<u8> {
                 StatsModeArg::RawData => cairn::StatsMode::RawData,
             };
             commands::stats(&repo, snapshots, mode, g.json).await
+        }
+        Command::Check {
+            read_data,
+            read_data_subset,
+        } => commands::check(&repo, *read_data, read_data_subset.as_deref(), g.json).await.map(|()| 0),
+        Command::Forget {
+            keep_last,
+            keep_hourly,
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+            keep_yearly,
+            keep_within,
+            keep_tags,
+            tz,
+            group_by,
+            dry_run,
+        } => {
+            let mut p = cairn::forget::KeepPolicy::default();
+            p.last = *keep_last;
+            p.hourly = *keep_hourly;
+            p.daily = *keep_daily;
+            p.weekly = *keep_weekly;
+            p.monthly = *keep_monthly;
+            p.yearly = *keep_yearly;
+            p.within_secs = keep_within.as_deref().map(commands::parse_duration).transpose()?;
+            p.tags = keep_tags.clone();
+            p.tz_offset_secs = commands::parse_offset(tz)?;
+            let by = cairn::forget::GroupBy {
+                host: group_by.contains("host"),
+                paths: group_by.contains("paths"),
+                kind: group_by.contains("kind"),
+            };
+            commands::forget(&repo, &p, by, *dry_run, g.json).await.map(|()| 0)
         }
     }
 }

@@ -388,3 +388,42 @@ fn json_progress_goes_to_stderr() {
     assert!(quiet.stderr.is_empty(), "{}", stderr(&quiet));
     assert!(String::from_utf8_lossy(&quiet.stdout).contains("snapshot "));
 }
+
+#[test]
+fn check_and_forget() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), vec![7u8; 200_000]).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    std::fs::write(src.join("b"), b"second").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let report = env.json(&["check", "--read-data"]);
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(report["packs_read"].as_u64().unwrap() >= 2, "{report}");
+
+    // Dry run keeps everything; the real run forgets the older snapshot.
+    let plan = env.json(&["forget", "--keep-last", "1", "--dry-run"]);
+    let decisions = plan["decisions"].as_array().unwrap();
+    assert_eq!(decisions.len(), 2);
+    assert_eq!(decisions.iter().filter(|d| d["keep"] == false).count(), 1);
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
+    let done = env.json(&["forget", "--keep-last", "1"]);
+    assert_eq!(done["removed"], 1);
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
+    // No rule at all is refused rather than forgetting everything.
+    assert_eq!(code(&env.run(&["forget"])), 2);
+
+    // A flipped byte in a pack is found and named by check --read-data (exit 5).
+    let pack = std::fs::read_dir(env.repo.join("data")).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&pack).unwrap();
+    bytes[10] ^= 1;
+    std::fs::write(&pack, bytes).unwrap();
+    let out = env.run(&["--json", "check", "--read-data"]);
+    assert_eq!(code(&out), 5);
+    // The report comes first; the error object follows on its own line.
+    let text = String::from_utf8(out.stdout).unwrap();
+    let v: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let name = pack.file_name().unwrap().to_str().unwrap();
+    assert!(v["problems"].as_array().unwrap().iter().any(|p| p["object"].as_str().unwrap().contains(name)), "{v}");
+}
