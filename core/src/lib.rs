@@ -23,20 +23,29 @@
 //! ```
 
 pub mod backup;
+pub mod browse;
+pub mod check;
 pub mod error;
+pub mod forget;
 pub mod index;
 pub mod packer;
 pub mod password;
+pub mod pg;
 pub mod progress;
+pub mod prune;
 pub mod repo;
+pub mod restore;
 pub mod storage;
 pub mod walk;
 
 pub use backup::{BackupOptions, BackupOutcome, BackupSource, ParentChoice, backup};
+pub use browse::{Change, ChangeKind, Entry, FindOptions, Stats, StatsMode, diff, find, ls, stats};
 pub use cairn_format as format;
+pub use check::{CheckOptions, CheckReport, ReadData, check};
 pub use error::{Error, Result};
 pub use index::Index;
 pub use password::PasswordSource;
 pub use progress::{NoProgress, Progress};
 pub use repo::{InitOptions, KeyInfo, Repository};
+pub use restore::{RestoreOptions, RestoreOutcome, dump, restore};
 pub use storage::{ObjectInfo, PutOutcome, Storage, open_storage};

@@ -266,6 +266,7 @@ async fn upload_loop(
             .write()
             .map_err(poisoned)?
             .add_pack(pack.id, &pack.entries);
+        repo.note_pack(pack.id, &pack.entries);
         pending.packs.push(IndexPack {
             id: pack.id,
             blobs: pack.entries,

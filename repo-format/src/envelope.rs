@@ -55,6 +55,11 @@ pub enum ObjectKind {
     Snapshot = 5,
     /// The repository config.
     Config = 6,
+    /// A PostgreSQL WAL file (segment, `.history`, `.partial`, `.backup`); its id is the keyed
+    /// hash of its file name.
+    Wal = 7,
+    /// A prune plan (packs condemned by prune, deleted after a grace period).
+    PrunePlan = 8,
 }
 
 /// Compression setting for sealing.

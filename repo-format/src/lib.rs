@@ -34,11 +34,14 @@ pub mod envelope;
 pub mod error;
 pub mod id;
 pub mod index;
+pub mod keyfile;
 pub mod keys;
 pub mod keyslot;
 pub mod pack;
+pub mod prune;
 pub mod snapshot;
 pub mod tree;
+pub mod wal;
 
 pub use chunker::{Chunker, ChunkerParams};
 pub use config::{FORMAT_VERSION, RepoConfig};
@@ -46,10 +49,13 @@ pub use envelope::{Compression, ObjectKind};
 pub use error::{FormatError, Result};
 pub use id::{BlobId, ID_LEN, IdKey, IndexId, KeyId, PackId, SnapshotId};
 pub use index::{IndexFile, IndexPack};
+pub use keyfile::KeyFile;
 pub use keys::MasterKey;
 pub use keyslot::{KdfParams, KeySlot};
 pub use pack::{
     BlobType, FinishedPack, PackBuilder, PackEntry, Trailer, open_blob, read_pack, seal_blob,
 };
+pub use prune::PrunePlan;
 pub use snapshot::{Snapshot, SnapshotKind, Summary};
 pub use tree::{Node, NodeKind, Timestamp, Tree};
+pub use wal::{SegmentHeader, SegmentName, WalFileName};

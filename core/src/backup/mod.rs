@@ -293,6 +293,7 @@ pub async fn backup(
     snapshot.tags = options.tags.clone();
     snapshot.parent = parent.map(|(id, _)| id);
     snapshot.summary = summary(&ctx, &stats, started);
+    crate::prune::check_backup_window(repo, time.secs).await?;
     let id = crate::packer::with_retries(|| repo.save_snapshot(&snapshot)).await?;
     let warnings = ctx.warnings.lock().map(|w| w.clone()).unwrap_or_default();
     Ok(BackupOutcome {
@@ -310,7 +311,7 @@ pub(crate) async fn make_ctx(
     progress: Arc<dyn Progress>,
     policy: Option<PolicyFn>,
 ) -> Result<Arc<Ctx>> {
-    let index = repo.index().await?;
+    let index = Arc::new(std::sync::RwLock::new(repo.load_index_for_backup().await?));
     let config = repo.config().clone();
     Ok(Arc::new(Ctx {
         repo: repo.clone(),

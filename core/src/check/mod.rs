@@ -6,6 +6,8 @@
 //! keyed hash of its bytes, its header must match the index, and every blob must open
 //! (authenticate, decompress, hash to its id).
 
+pub mod repair;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 

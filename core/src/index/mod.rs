@@ -72,6 +72,13 @@ impl Index {
     /// Builds an index from decoded index files. Files superseded by another file in the set
     /// are skipped (prune writes the replacement before deleting what it replaces).
     pub fn from_files(files: Vec<(IndexId, IndexFile)>) -> Self {
+        Self::from_files_with(files, &HashSet::new(), false)
+    }
+
+    /// Like [`Index::from_files`], aware of packs condemned by prune: a blob found both in a
+    /// condemned pack and elsewhere is located elsewhere; with `exclude`, blobs found only in
+    /// condemned packs are left out altogether (backups must not deduplicate against them).
+    pub fn from_files_with(files: Vec<(IndexId, IndexFile)>, condemned: &HashSet<PackId>, exclude: bool) -> Self {
         let superseded: HashSet<IndexId> = files
             .iter()
             .flat_map(|(_, f)| f.supersedes.iter().copied())
@@ -88,13 +95,20 @@ impl Index {
             }
             index.files.insert(id);
             for pack in &file.packs {
+                if exclude && condemned.contains(&pack.id) {
+                    continue;
+                }
                 let n = index.pack_number(pack.id);
                 for e in &pack.blobs {
                     index.sorted.push(Entry::new(n, e));
                 }
             }
         }
-        index.sorted.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        // Within one id, entries in condemned packs sort last, so dedup keeps another location.
+        let bad: HashSet<u32> = condemned.iter().filter_map(|p| index.pack_numbers.get(p).copied()).collect();
+        index
+            .sorted
+            .sort_unstable_by_key(|e| (e.id, bad.contains(&(e.pack_and_type & !TREE_BIT))));
         index.sorted.dedup_by(|a, b| a.id == b.id);
         index
     }

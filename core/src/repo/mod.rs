@@ -30,6 +30,8 @@ pub const DATA: &str = "data";
 pub const INDEX: &str = "index";
 /// Folder of snapshots.
 pub const SNAPSHOTS: &str = "snapshots";
+/// Folder of prune plans.
+pub const PRUNE: &str = "prune";
 
 /// Options of [`Repository::init`].
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@ use cairn_format::{
 use futures::stream::{self, StreamExt, TryStreamExt};
 use rand_core::OsRng;
 
-use super::{DATA, INDEX, Repository, SNAPSHOTS};
+use super::{DATA, INDEX, PRUNE, Repository, SNAPSHOTS};
 use crate::error::{Error, Result};
 use crate::index::{BlobLocation, Index};
 use crate::storage::PutOutcome;
@@ -58,8 +58,45 @@ impl Repository {
         }
     }
 
-    /// Loads every index file into a fresh [`Index`].
+    /// Loads every index file into a fresh [`Index`]. Blobs also found outside packs condemned
+    /// by a prune plan are located there.
     pub async fn load_index(&self) -> Result<Index> {
+        let condemned = self.condemned_packs().await?;
+        Ok(Index::from_files_with(self.read_index_files().await?, &condemned, false))
+    }
+
+    /// The index a backup deduplicates against: blobs only in condemned packs are left out, so
+    /// a backup never comes to depend on a pack that prune is going to delete.
+    pub async fn load_index_for_backup(&self) -> Result<Index> {
+        let condemned = self.condemned_packs().await?;
+        Ok(Index::from_files_with(self.read_index_files().await?, &condemned, true))
+    }
+
+    /// Every prune plan, with its id.
+    pub async fn prune_plans(&self) -> Result<Vec<(IndexId, cairn_format::PrunePlan)>> {
+        let listed = self.storage.list(PRUNE).await?;
+        let mut out = Vec::new();
+        for o in listed {
+            let Some(id) = id_of::<IndexId>(&o.name) else { continue };
+            let bytes = match self.storage.get(&o.name).await {
+                Ok(b) => b,
+                // Executed and removed by another prune since the listing.
+                Err(Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            let plan = cairn_format::PrunePlan::open(&self.key, id.as_bytes(), &bytes).map_err(|e| Error::format(o.name.clone(), e))?;
+            out.push((id, plan));
+        }
+        Ok(out)
+    }
+
+    /// Packs condemned by any prune plan.
+    pub async fn condemned_packs(&self) -> Result<std::collections::HashSet<PackId>> {
+        Ok(self.prune_plans().await?.into_iter().flat_map(|(_, p)| p.condemned).collect())
+    }
+
+    /// Every index file, decoded.
+    pub async fn read_index_files(&self) -> Result<Vec<(IndexId, IndexFile)>> {
         let listed = self.storage.list(INDEX).await?;
         let ids: Vec<IndexId> = listed.iter().filter_map(|o| id_of(&o.name)).collect();
         let files: Vec<(IndexId, IndexFile)> = stream::iter(ids)
@@ -67,7 +104,7 @@ impl Repository {
             .buffer_unordered(FETCH_CONCURRENCY)
             .try_collect()
             .await?;
-        Ok(Index::from_files(files))
+        Ok(files)
     }
 
     /// The shared index of this handle, loaded on first use.
@@ -77,6 +114,16 @@ impl Repository {
             .get_or_try_init(|| async { self.load_index().await.map(|i| Arc::new(RwLock::new(i))) })
             .await?;
         Ok(loaded.clone())
+    }
+
+    /// Records a pack just written in this handle's shared index, when it is loaded (writers
+    /// with their own index call this so that reads through the handle see new blobs).
+    pub fn note_pack(&self, pack: PackId, entries: &[cairn_format::PackEntry]) {
+        if let Some(index) = self.index.get() {
+            if let Ok(mut i) = index.write() {
+                i.add_pack(pack, entries);
+            }
+        }
     }
 
     /// Where a blob lives.

@@ -36,6 +36,8 @@ pub struct ObjectInfo {
     pub name: String,
     /// Size in bytes.
     pub size: u64,
+    /// Last modification, unix seconds, when the store reports it.
+    pub modified: Option<i64>,
 }
 
 /// The object store contract of a Cairn repository.

@@ -140,6 +140,7 @@ impl Storage for ObjectStorage {
             .map_ok(|m| ObjectInfo {
                 name: m.location.to_string(),
                 size: m.size,
+                modified: Some(m.last_modified.timestamp()),
             })
             .try_collect()
             .await

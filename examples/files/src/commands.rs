@@ -624,12 +624,61 @@ pub(crate) async fn check(repo: &Repository, all: bool, subset: Option<&str>, js
     }
 }
 
+/// `prune`.
+pub(crate) async fn prune(repo: &Repository, o: &cairn::prune::PruneOptions, json: bool) -> cairn::Result<()> {
+    let r = cairn::prune::prune(repo, o, std::sync::Arc::new(cairn::NoProgress)).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"dry_run": o.dry_run, "plans_executed": r.plans_executed, "packs_deleted": r.packs_deleted,
+                "bytes_freed": r.bytes_freed, "packs_spared": r.packs_spared, "packs_condemned": r.packs_condemned,
+                "bytes_to_free": r.bytes_to_free, "packs_repacked": r.packs_repacked, "bytes_repacked": r.bytes_repacked,
+                "unused_blobs": r.unused_blobs, "new_plan": r.new_plan.map(|p| p.to_hex()),
+                "index_files_replaced": r.index_files_replaced})
+        );
+    } else {
+        let verb = if o.dry_run { "would" } else { "did" };
+        println!(
+            "executed {} due plan(s): deleted {} packs ({}), spared {} still needed",
+            r.plans_executed,
+            r.packs_deleted,
+            bytes(r.bytes_freed),
+            r.packs_spared
+        );
+        println!(
+            "{verb} condemn {} packs ({} to free after the grace period), repacking {} packs ({} of used data); {} unused blobs",
+            r.packs_condemned,
+            bytes(r.bytes_to_free),
+            r.packs_repacked,
+            bytes(r.bytes_repacked),
+            r.unused_blobs
+        );
+    }
+    Ok(())
+}
+
+/// `repair index`.
+pub(crate) async fn repair_index(repo: &Repository, json: bool) -> cairn::Result<()> {
+    let r = cairn::check::repair::repair_index(repo, std::sync::Arc::new(cairn::NoProgress)).await?;
+    if json {
+        let bad: Vec<_> = r.unreadable.iter().map(|(p, e)| serde_json::json!({"pack": p.to_hex(), "error": e})).collect();
+        println!("{}", serde_json::json!({"packs": r.packs, "blobs": r.blobs, "replaced": r.replaced, "unreadable": bad}));
+    } else {
+        println!("indexed {} blobs from {} packs, replacing {} index files", r.blobs, r.packs, r.replaced);
+        for (p, e) in &r.unreadable {
+            eprintln!("error: pack {}: {e}", p.short());
+        }
+    }
+    Ok(())
+}
+
 /// `30d`, `12h`, `2w`, `90m`, `1y` -> seconds.
 pub(crate) fn parse_duration(s: &str) -> cairn::Result<i64> {
-    let bad = || Error::Invalid(format!("duration {s:?}: use a number and one of m, h, d, w, y (e.g. 30d)"));
+    let bad = || Error::Invalid(format!("duration {s:?}: use a number and one of s, m, h, d, w, y (e.g. 30d)"));
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
     let n: i64 = num.parse().map_err(|_| bad())?;
     let unit = match unit {
+        "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,

@@ -188,6 +188,22 @@ data, or files that could not be created); they are listed, the rest is restored
         #[arg(long, value_name = "N/M", conflicts_with = "read_data")]
         read_data_subset: Option<String>,
     },
+    /// Free the space of data no snapshot references (safe while backups run: packs are
+    /// condemned first and deleted by a later run after the grace period).
+    Prune {
+        /// Time between condemning and deleting; must exceed the longest backup (e.g. 24h).
+        #[arg(long, default_value = "24h")]
+        grace: String,
+        /// Repack packs whose used share is below this fraction.
+        #[arg(long, default_value_t = 0.5)]
+        repack_below: f64,
+        /// Only print the plan and the bytes it frees.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Repair the repository.
+    #[command(subcommand)]
+    Repair(RepairCommand),
     /// Forget snapshots by retention policy (data is freed later by prune).
     Forget {
         /// Keep the N newest.
@@ -224,6 +240,12 @@ data, or files that could not be created); they are listed, the rest is restored
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum RepairCommand {
+    /// Rebuild the index from the pack headers (when index files are lost or damaged).
+    Index,
 }
 
 #[derive(Subcommand, Debug)]
@@ -476,6 +498,18 @@ async fn run(cli: Cli) -> cairn::Result<u8> {
             read_data,
             read_data_subset,
         } => commands::check(&repo, *read_data, read_data_subset.as_deref(), g.json).await.map(|()| 0),
+        Command::Prune {
+            grace,
+            repack_below,
+            dry_run,
+        } => {
+            let mut o = cairn::prune::PruneOptions::default();
+            o.grace_secs = u64::try_from(commands::parse_duration(grace)?).unwrap_or(0);
+            o.repack_below = repack_below.clamp(0.0, 1.0);
+            o.dry_run = *dry_run;
+            commands::prune(&repo, &o, g.json).await.map(|()| 0)
+        }
+        Command::Repair(RepairCommand::Index) => commands::repair_index(&repo, g.json).await.map(|()| 0),
         Command::Forget {
             keep_last,
             keep_hourly,

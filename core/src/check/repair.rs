@@ -1,0 +1,100 @@
+//! `repair index`: rebuild the index from the packs themselves.
+
+use std::sync::Arc;
+
+use cairn_format::{IndexFile, IndexPack, PackId, Trailer};
+use futures::stream::{self, StreamExt};
+
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::repo::{DATA, Repository, index_name, pack_name};
+
+/// Bytes read from the end of a pack at first: the trailer and, usually, the whole header.
+const TAIL_GUESS: u64 = 64 * 1024;
+
+/// What [`repair_index`] did.
+#[derive(Debug, Clone, Default)]
+pub struct RepairReport {
+    /// Packs whose header was read.
+    pub packs: u64,
+    /// Blobs indexed.
+    pub blobs: u64,
+    /// Packs whose header could not be read (left out of the index; listed with the reason).
+    pub unreadable: Vec<(PackId, String)>,
+    /// Index files replaced.
+    pub replaced: u64,
+}
+
+/// Reads a pack's header with one ranged read of its tail (two when the header is large).
+pub async fn read_pack_header(repo: &Repository, pack: &PackId, size: u64) -> Result<Vec<cairn_format::PackEntry>> {
+    let name = pack_name(pack);
+    let start = size.saturating_sub(TAIL_GUESS);
+    let tail = repo.storage().get_range(&name, start..size).await?;
+    let bad = |e| Error::format(name.clone(), e);
+    let trailer_at = tail.len().checked_sub(cairn_format::pack::TRAILER_LEN).ok_or_else(|| {
+        bad(cairn_format::FormatError::Truncated {
+            what: "pack",
+            needed: cairn_format::pack::TRAILER_LEN,
+            available: tail.len(),
+        })
+    })?;
+    let trailer = Trailer::decode(tail.get(trailer_at..).unwrap_or_default()).map_err(bad)?;
+    let header_offset = trailer.header_offset(size).map_err(bad)?;
+    let header = if header_offset >= start {
+        let from = usize::try_from(header_offset - start).unwrap_or(usize::MAX);
+        tail.get(from..trailer_at).map(bytes::Bytes::copy_from_slice).unwrap_or_default()
+    } else {
+        repo.storage().get_range(&name, header_offset..size - cairn_format::pack::TRAILER_LEN as u64).await?
+    };
+    cairn_format::pack::open_header(repo.key(), &header, header_offset).map_err(bad)
+}
+
+/// Rebuilds the index from every pack's header: writes one index file listing every readable
+/// pack, superseding all existing index files, then deletes those. Use when index files are
+/// lost or damaged. Run it while no prune runs.
+pub async fn repair_index(repo: &Repository, progress: Arc<dyn Progress>) -> Result<RepairReport> {
+    let mut report = RepairReport::default();
+    let listed = repo.storage().list(DATA).await?;
+    let packs: Vec<(PackId, u64)> = listed
+        .iter()
+        .filter_map(|o| Some((o.name.rsplit('/').next().and_then(|h| PackId::from_hex(h).ok())?, o.size)))
+        .collect();
+    progress.start("repair index", Some(packs.len() as u64), None);
+    let results: Vec<(PackId, Result<Vec<cairn_format::PackEntry>>)> = stream::iter(packs)
+        .map(|(id, size)| async move { (id, read_pack_header(repo, &id, size).await) })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let mut index = IndexFile::default();
+    for (id, r) in results {
+        progress.items_done(1);
+        match r {
+            Ok(entries) => {
+                report.packs += 1;
+                report.blobs += entries.len() as u64;
+                index.packs.push(IndexPack { id, blobs: entries });
+            }
+            Err(e) => report.unreadable.push((id, e.to_string())),
+        }
+    }
+    index.packs.sort_by_key(|p| p.id);
+    let old = match repo.read_index_files().await {
+        Ok(files) => files.into_iter().map(|(id, _)| id).collect(),
+        // Damaged index files are exactly what repair is for: supersede whatever is listed.
+        Err(_) => repo
+            .storage()
+            .list(crate::repo::INDEX)
+            .await?
+            .iter()
+            .filter_map(|o| o.name.rsplit('/').next().and_then(|h| cairn_format::IndexId::from_hex(h).ok()))
+            .collect::<Vec<_>>(),
+    };
+    index.supersedes = old.clone();
+    let new_id = repo.write_index(&index).await?;
+    for id in old.iter().filter(|id| **id != new_id) {
+        repo.storage().delete(&index_name(id)).await?;
+        report.replaced += 1;
+    }
+    progress.finish("repair index");
+    Ok(report)
+}

@@ -1,0 +1,294 @@
+//! Fetching file content, pack by pack, and writing every chunk where it belongs.
+//!
+//! Each needed blob is located in the index; blobs are grouped by pack and sorted by offset,
+//! and neighbouring blobs of one pack (gaps up to [`MAX_GAP`]) are merged into one ranged read
+//! of at most [`MAX_RANGE`] bytes (or one blob, when a blob is larger). A blob used by several
+//! files, or several times in one file, is fetched and opened once and written to each place.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use cairn_format::{BlobId, BlobType, PackId};
+use futures::StreamExt;
+use futures::stream;
+use tokio::sync::Semaphore;
+
+use super::Ctx;
+use super::fsops;
+use crate::error::Result;
+use crate::index::{BlobLocation, Index};
+use crate::repo::{Repository, pack_name};
+
+/// Largest gap between two needed blobs of a pack that is read rather than split.
+pub(super) const MAX_GAP: u64 = 256 << 10;
+/// Largest merged range (a single larger blob is read alone).
+pub(super) const MAX_RANGE: u64 = 16 << 20;
+/// Sealed bytes fetched and not yet written, at most (a range larger than this runs alone).
+pub(super) const MEMORY_BUDGET: u64 = 64 << 20;
+/// Granularity of the memory budget's permits.
+const PERMIT_BYTES: u64 = 64 << 10;
+
+/// One blob to read and the places its plaintext goes: (file number, offset in the file).
+#[derive(Debug)]
+struct Wanted {
+    id: BlobId,
+    loc: BlobLocation,
+    places: Vec<(usize, u64)>,
+}
+
+/// One ranged read of a pack and the blobs in it.
+#[derive(Debug)]
+pub(super) struct Job {
+    pack: PackId,
+    start: u64,
+    end: u64,
+    blobs: Vec<Wanted>,
+}
+
+/// Locates every chunk of every created file and groups them into ranged reads. Files with a
+/// chunk missing from the index are marked failed (the chunks before it are still written).
+pub(super) fn plan_jobs(ctx: &Ctx, index: &Index) -> Vec<Job> {
+    let mut wanted: HashMap<BlobId, Wanted> = HashMap::new();
+    for (fi, file) in ctx.files.iter().enumerate() {
+        let Some(state) = ctx.state.get(fi) else {
+            continue;
+        };
+        if !state.created.load(Ordering::Relaxed) {
+            continue;
+        }
+        let mut offset = 0u64;
+        let mut places = 0usize;
+        let mut complete = true;
+        for id in &file.node.content {
+            let loc = match index.get(id) {
+                Some(loc) if loc.blob_type == BlobType::Data => loc,
+                Some(_) => {
+                    ctx.fail_file(fi, format!("blob {id} is a tree, not file content"));
+                    complete = false;
+                    break;
+                }
+                None => {
+                    ctx.fail_file(fi, format!("blob {id}: not found in any index"));
+                    complete = false;
+                    break;
+                }
+            };
+            wanted
+                .entry(*id)
+                .or_insert_with(|| Wanted {
+                    id: *id,
+                    loc,
+                    places: Vec::new(),
+                })
+                .places
+                .push((fi, offset));
+            places += 1;
+            offset += u64::from(loc.plain_len);
+        }
+        if complete && offset != file.node.size {
+            ctx.fail_file(
+                fi,
+                format!(
+                    "content is {offset} bytes but the snapshot records {} (damaged tree)",
+                    file.node.size
+                ),
+            );
+        }
+        state.remaining.store(places, Ordering::Relaxed);
+    }
+    // Group by pack; order packs by the first file needing them, so files complete (and get
+    // their metadata) progressively rather than all at the end.
+    let mut by_pack: HashMap<PackId, (usize, Vec<Wanted>)> = HashMap::new();
+    for w in wanted.into_values() {
+        let first = w.places.iter().map(|p| p.0).min().unwrap_or(0);
+        let e = by_pack.entry(w.loc.pack).or_insert((first, Vec::new()));
+        e.0 = e.0.min(first);
+        e.1.push(w);
+    }
+    let mut packs: Vec<(PackId, usize, Vec<Wanted>)> =
+        by_pack.into_iter().map(|(p, (f, w))| (p, f, w)).collect();
+    packs.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+    let mut jobs = Vec::new();
+    for (pack, _, mut blobs) in packs {
+        blobs.sort_by_key(|w| w.loc.offset);
+        let mut job: Option<Job> = None;
+        for w in blobs {
+            let range = w.loc.entry(w.id).range();
+            if let Some(j) = job.as_mut() {
+                let fits = range.start <= j.end + MAX_GAP && range.end - j.start <= MAX_RANGE;
+                if fits && range.start >= j.end {
+                    j.end = range.end;
+                    j.blobs.push(w);
+                    continue;
+                }
+            }
+            if let Some(j) = job.take() {
+                jobs.push(j);
+            }
+            job = Some(Job {
+                pack,
+                start: range.start,
+                end: range.end,
+                blobs: vec![w],
+            });
+        }
+        jobs.extend(job);
+    }
+    jobs
+}
+
+/// Runs the jobs: `threads` blocking workers open and write, up to `2 * threads` ranged reads are
+/// in flight, and at most [`MEMORY_BUDGET`] sealed bytes are held.
+pub(super) async fn run(repo: &Repository, ctx: &Arc<Ctx>, jobs: Vec<Job>, threads: usize) {
+    let permits_total = (MEMORY_BUDGET / PERMIT_BYTES) as u32;
+    let budget = Arc::new(Semaphore::new(permits_total as usize));
+    let workers = Arc::new(Semaphore::new(threads));
+    stream::iter(jobs)
+        .map(|job| {
+            let budget = budget.clone();
+            let workers = workers.clone();
+            let ctx = ctx.clone();
+            async move {
+                let want = (job.end - job.start).div_ceil(PERMIT_BYTES);
+                let want = u32::try_from(want).unwrap_or(u32::MAX).min(permits_total);
+                // The semaphores are never closed, so acquiring cannot fail.
+                let memory = budget.acquire_many_owned(want).await.ok();
+                let name = pack_name(&job.pack);
+                let (start, end) = (job.start, job.end);
+                let fetched =
+                    crate::packer::with_retries(|| repo.storage().get_range(&name, start..end))
+                        .await;
+                let worker = workers.acquire_owned().await.ok();
+                let blocking_ctx = ctx.clone();
+                let places: Vec<(usize, u64)> = job
+                    .blobs
+                    .iter()
+                    .flat_map(|w| w.places.iter().copied())
+                    .collect();
+                let done = tokio::task::spawn_blocking(move || {
+                    blocking_ctx.apply(job, fetched);
+                    drop(worker);
+                    drop(memory);
+                })
+                .await;
+                if let Err(e) = done {
+                    // The worker died (a panic): account for what it would have finished.
+                    for (fi, _) in places {
+                        ctx.fail_file(fi, format!("restore worker failed: {e}"));
+                        ctx.place_done(fi);
+                    }
+                }
+            }
+        })
+        .buffer_unordered(threads * 2)
+        .for_each(|()| async {})
+        .await;
+}
+
+fn is_zero(buf: &[u8]) -> bool {
+    let mut words = buf.chunks_exact(16);
+    words.all(|w| *w == [0u8; 16]) && words.remainder().iter().all(|&b| b == 0)
+}
+
+impl Ctx {
+    /// Opens, verifies and writes the blobs of one ranged read (blocking).
+    fn apply(&self, job: Job, fetched: Result<Bytes>) {
+        let pack = pack_name(&job.pack);
+        let expected = job.end - job.start;
+        let bytes = match fetched {
+            Ok(b) if b.len() as u64 == expected => b,
+            Ok(b) => {
+                let msg = format!("{pack}: short read ({} of {expected} bytes)", b.len());
+                return self.fail_blobs(&job.blobs, &msg);
+            }
+            // The error names the pack.
+            Err(e) => return self.fail_blobs(&job.blobs, &e.to_string()),
+        };
+        let mut open: Option<(usize, File)> = None;
+        for w in &job.blobs {
+            let from = (u64::from(w.loc.offset) - job.start) as usize;
+            let sealed = bytes
+                .get(from..from + w.loc.stored_len as usize)
+                .unwrap_or_default();
+            let plain = match w.loc.entry(w.id).open(self.repo.key(), sealed) {
+                Ok(p) => p,
+                Err(e) => {
+                    let msg = format!("{pack}: corrupt: {e}");
+                    self.fail_blobs(std::slice::from_ref(w), &msg);
+                    continue;
+                }
+            };
+            let zero = self.sparse && is_zero(&plain);
+            let len = plain.len() as u64;
+            for &(fi, offset) in &w.places {
+                let written = if zero {
+                    Ok(())
+                } else {
+                    self.write(fi, offset, &plain, &mut open)
+                };
+                match written {
+                    Ok(()) => {
+                        self.counts.bytes.fetch_add(len, Ordering::Relaxed);
+                        self.progress.bytes_done(len);
+                    }
+                    Err(e) => self.fail_file(fi, format!("write at offset {offset}: {e}")),
+                }
+                if self.place_done_keep(fi) {
+                    if open.as_ref().is_some_and(|(f, _)| *f == fi) {
+                        open = None;
+                    }
+                    self.finish_file(fi);
+                }
+            }
+        }
+    }
+
+    fn write(
+        &self,
+        fi: usize,
+        offset: u64,
+        plain: &[u8],
+        open: &mut Option<(usize, File)>,
+    ) -> std::io::Result<()> {
+        let path = match self.files.get(fi) {
+            Some(f) => &f.path,
+            None => return Err(std::io::Error::other("no such file in the plan")),
+        };
+        if open.as_ref().is_none_or(|(f, _)| *f != fi) {
+            *open = None;
+            *open = Some((fi, fsops::open_for_write(path)?));
+        }
+        match open {
+            Some((_, f)) => f.write_all_at(plain, offset),
+            None => Err(std::io::Error::other("file not open")),
+        }
+    }
+
+    /// Records a blob failure for every file that needed the blobs, and accounts the places.
+    fn fail_blobs(&self, blobs: &[Wanted], msg: &str) {
+        for w in blobs {
+            for &(fi, _) in &w.places {
+                self.fail_file(fi, format!("blob {}: {msg}", w.id));
+                self.place_done(fi);
+            }
+        }
+    }
+
+    /// One chunk of a file is accounted (written or failed); finishes the file after its last.
+    pub(super) fn place_done(&self, fi: usize) {
+        if self.place_done_keep(fi) {
+            self.finish_file(fi);
+        }
+    }
+
+    /// Like [`Ctx::place_done`] but leaves finishing to the caller; true when it was the last.
+    fn place_done_keep(&self, fi: usize) -> bool {
+        self.state
+            .get(fi)
+            .is_some_and(|s| s.remaining.fetch_sub(1, Ordering::AcqRel) == 1)
+    }
+}

@@ -1,0 +1,232 @@
+//! File system operations of a restore: creating entries without following symlinks found in
+//! the target, and applying metadata.
+
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use cairn_format::{Node, NodeKind, Timestamp};
+use filetime::FileTime;
+use nix::fcntl::OFlag;
+use nix::sys::stat::{Mode, SFlag};
+
+use crate::error::{Error, Result};
+
+/// Checks (or creates) the target directory. Without `overwrite`, an existing non-empty
+/// directory is refused.
+pub(super) fn prepare_target(target: &Path, overwrite: bool) -> Result<()> {
+    // The target itself is the caller's choice and may be a symlink to a directory.
+    match fs::metadata(target) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(target).map_err(|e| Error::io(target, e))
+        }
+        Err(e) => Err(Error::io(target, e)),
+        Ok(md) if !md.is_dir() => Err(Error::AlreadyExists {
+            object: target.display().to_string(),
+            hint: "; the restore target exists and is not a directory".into(),
+        }),
+        Ok(_) => {
+            let mut entries = fs::read_dir(target).map_err(|e| Error::io(target, e))?;
+            if !overwrite && entries.next().is_some() {
+                return Err(Error::AlreadyExists {
+                    object: target.display().to_string(),
+                    hint: "; the restore target is not empty (restore with overwrite to write \
+                           into it)"
+                        .into(),
+                });
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Makes room at `path`: returns true when a real directory is there and `want_dir` (it is
+/// reused); otherwise whatever is there is removed (only with `overwrite`). Symlinks are never
+/// followed: a symlink where a directory is wanted is replaced, not entered.
+fn clear(path: &Path, want_dir: bool, overwrite: bool) -> io::Result<bool> {
+    let md = match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+        Ok(md) => md,
+    };
+    if want_dir && md.is_dir() {
+        return Ok(true);
+    }
+    if !overwrite {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "already exists (restore with overwrite to replace it)",
+        ));
+    }
+    if md.is_dir() {
+        fs::remove_dir_all(path)?;
+    } else {
+        fs::remove_file(path)?;
+    }
+    Ok(false)
+}
+
+/// Runs `make`; when something is in the way, [`clear`]s it (or reuses a directory) and runs
+/// `make` again. Trying first saves a `stat` per entry in the usual, empty target.
+fn create_with(
+    path: &Path,
+    want_dir: bool,
+    overwrite: bool,
+    make: impl Fn() -> io::Result<()>,
+) -> io::Result<()> {
+    match make() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            if clear(path, want_dir, overwrite)? {
+                return Ok(());
+            }
+            make()
+        }
+        other => other,
+    }
+}
+
+/// Creates a directory (mode 0700 until its metadata is applied, when `private`).
+pub(super) fn create_dir(path: &Path, overwrite: bool, private: bool) -> io::Result<()> {
+    create_with(path, true, overwrite, || {
+        fs::DirBuilder::new()
+            .mode(if private { 0o700 } else { 0o777 })
+            .create(path)
+    })
+}
+
+/// Creates an empty regular file of `size` bytes (a hole until written). Fails rather than
+/// follow a symlink put at `path` after it was cleared.
+pub(super) fn create_file(
+    path: &Path,
+    size: u64,
+    overwrite: bool,
+    private: bool,
+) -> io::Result<()> {
+    create_with(path, false, overwrite, || {
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(if private { 0o600 } else { 0o666 })
+            .custom_flags(OFlag::O_NOFOLLOW.bits())
+            .open(path)?;
+        if size > 0 {
+            f.set_len(size)?;
+        }
+        Ok(())
+    })
+}
+
+/// Opens a restored file for writing its content, never through a symlink.
+pub(super) fn open_for_write(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(OFlag::O_NOFOLLOW.bits())
+        .open(path)
+}
+
+/// Adds another name for the file at `first`.
+pub(super) fn hard_link(first: &Path, path: &Path, overwrite: bool) -> io::Result<()> {
+    // linkat without AT_SYMLINK_FOLLOW: links `first` itself, which is the file just made.
+    create_with(path, false, overwrite, || fs::hard_link(first, path))
+}
+
+/// What happened to a non-regular, non-directory entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Special {
+    /// A symlink was created.
+    Symlink,
+    /// A fifo or device node was created.
+    Created,
+    /// Skipped, with the reason (a warning, not an error).
+    Skipped(&'static str),
+}
+
+fn nix_io(e: nix::errno::Errno) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
+
+/// Creates a symlink, fifo or device node (device nodes need root; sockets are skipped).
+pub(super) fn create_special(
+    path: &Path,
+    node: &Node,
+    overwrite: bool,
+    is_root: bool,
+) -> io::Result<Special> {
+    let private = Mode::from_bits_truncate(0o600);
+    match node.kind {
+        NodeKind::Symlink => {
+            create_with(path, false, overwrite, || {
+                std::os::unix::fs::symlink(OsStr::from_bytes(&node.target), path)
+            })?;
+            Ok(Special::Symlink)
+        }
+        NodeKind::Fifo => {
+            create_with(path, false, overwrite, || {
+                nix::unistd::mkfifo(path, private).map_err(nix_io)
+            })?;
+            Ok(Special::Created)
+        }
+        NodeKind::BlockDevice | NodeKind::CharDevice => {
+            if !is_root {
+                return Ok(Special::Skipped(
+                    "device node not restored: creating device nodes needs root",
+                ));
+            }
+            let kind = if node.kind == NodeKind::BlockDevice {
+                SFlag::S_IFBLK
+            } else {
+                SFlag::S_IFCHR
+            };
+            create_with(path, false, overwrite, || {
+                nix::sys::stat::mknod(path, kind, private, node.rdev).map_err(nix_io)
+            })?;
+            Ok(Special::Created)
+        }
+        NodeKind::Socket => Ok(Special::Skipped(
+            "socket not restored (sockets are created by the programs that listen on them)",
+        )),
+        NodeKind::File | NodeKind::Dir => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a special file",
+        )),
+    }
+}
+
+fn file_time(t: Timestamp) -> FileTime {
+    FileTime::from_unix_time(t.secs, t.nanos)
+}
+
+/// Applies a node's metadata to `path`: xattrs, owner (as root only), mode (not on symlinks),
+/// then access and modification times (without following symlinks). Returns the failures, as
+/// warnings.
+pub(super) fn apply_metadata(path: &Path, node: &Node, is_root: bool) -> Vec<String> {
+    let mut warnings = Vec::new();
+    // Xattrs first: as non-root, user.* attributes need write permission, which the mode may
+    // take away.
+    for x in &node.xattrs {
+        if let Err(e) = xattr::set(path, OsStr::from_bytes(&x.name), &x.value) {
+            warnings.push(format!("xattr {}: {e}", String::from_utf8_lossy(&x.name)));
+        }
+    }
+    if is_root {
+        if let Err(e) = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)) {
+            warnings.push(format!("chown {}:{}: {e}", node.uid, node.gid));
+        }
+    }
+    // After chown, which clears set-uid and set-gid bits.
+    if node.kind != NodeKind::Symlink {
+        let mode = fs::Permissions::from_mode(node.mode & 0o7777);
+        if let Err(e) = fs::set_permissions(path, mode) {
+            warnings.push(format!("chmod {:o}: {e}", node.mode & 0o7777));
+        }
+    }
+    if let Err(e) =
+        filetime::set_symlink_file_times(path, file_time(node.atime), file_time(node.mtime))
+    {
+        warnings.push(format!("set times: {e}"));
+    }
+    warnings
+}

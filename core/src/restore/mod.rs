@@ -1,0 +1,452 @@
+//! Restore: snapshots back into directories, and single files to a writer.
+//!
+//! ```text
+//! plan   walk the snapshot's trees (16 reads in flight): directories, files with their content
+//!        blob ids, symlinks and special files, hard links grouped by (device, inode)
+//! create directories (parents first), then files (empty, pre-sized: holes until written),
+//!        symlinks, fifos, device nodes (in parallel), then hard links
+//! fetch  blobs located in the index, grouped by pack, neighbouring blobs merged into one
+//!        ranged read; each envelope opened (authenticated, checked against its blob id) and
+//!        its plaintext written at each of its places with pwrite; all-zero chunks skipped
+//!        (holes) when sparse
+//! finish a file's metadata as soon as its last chunk is written; directories' metadata last,
+//!        deepest first, so their times stick
+//! ```
+//!
+//! Memory is bounded whatever the snapshot's size, apart from the plan (a node per entry):
+//! at most [`content::MEMORY_BUDGET`] (64 MiB) of fetched, not yet written pack bytes, plus one
+//! blob's plaintext per worker thread.
+//!
+//! Nothing outside the target is ever written: node names are single path components (the
+//! format refuses others), symlinks found in the target are never followed (they are replaced,
+//! with `overwrite`, or refused), and files are opened with `O_NOFOLLOW`.
+//!
+//! A damaged or missing blob, or an entry that cannot be created, is recorded in
+//! [`RestoreOutcome::errors`] (naming the file, the blob and the pack) and the rest of the
+//! restore goes on. Metadata that cannot be applied (an xattr the file system refuses, an owner
+//! when not root), skipped sockets and device nodes are warnings, reported through
+//! [`Progress::warn`] only.
+
+mod content;
+mod fsops;
+mod plan;
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cairn_format::{FormatError, NodeKind, Snapshot};
+use futures::StreamExt;
+use futures::stream;
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::repo::Repository;
+use plan::Entry;
+
+/// Blobs read ahead by [`dump`].
+const DUMP_PREFETCH: usize = 4;
+
+/// Options of [`restore`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RestoreOptions {
+    /// Absolute paths inside the snapshot to restore, each with everything below it. Default:
+    /// empty, the whole snapshot.
+    pub include: Vec<String>,
+    /// Worker threads writing files. Default: the number of CPUs, at least 2 (a restore waits
+    /// on I/O).
+    pub threads: Option<usize>,
+    /// Restore metadata: mode, owner (when running as root; otherwise silently not), access and
+    /// modification times (of symlinks too), xattrs (failures are warnings). Default: true.
+    pub metadata: bool,
+    /// Leave all-zero chunks as holes instead of writing them. Default: true.
+    pub sparse: bool,
+    /// Write into an existing non-empty target directory, replacing entries of the same name.
+    /// Default: false ([`Error::AlreadyExists`]).
+    pub overwrite: bool,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        Self {
+            include: Vec::new(),
+            threads: None,
+            metadata: true,
+            sparse: true,
+            overwrite: false,
+        }
+    }
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOutcome {
+    /// Regular files created (a hard-linked file once).
+    pub files: u64,
+    /// Directories created or reused.
+    pub dirs: u64,
+    /// Symlinks created.
+    pub symlinks: u64,
+    /// Fifos and device nodes created.
+    pub special: u64,
+    /// Additional names of hard-linked files.
+    pub hardlinks: u64,
+    /// Content bytes restored (holes included).
+    pub bytes: u64,
+    /// Entries not (fully) restored, each naming the path and what failed.
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    files: AtomicU64,
+    dirs: AtomicU64,
+    symlinks: AtomicU64,
+    special: AtomicU64,
+    hardlinks: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// Progress of one regular file.
+#[derive(Debug, Default)]
+struct FileState {
+    created: AtomicBool,
+    /// Chunks not yet accounted (written or failed).
+    remaining: AtomicUsize,
+    failures: AtomicU64,
+    first_failure: OnceLock<String>,
+}
+
+/// What the workers share.
+struct Ctx {
+    repo: Repository,
+    files: Vec<Entry>,
+    state: Vec<FileState>,
+    metadata: bool,
+    sparse: bool,
+    overwrite: bool,
+    is_root: bool,
+    progress: Arc<dyn Progress>,
+    counts: Counts,
+    errors: Mutex<Vec<String>>,
+}
+
+impl Ctx {
+    fn error(&self, path: &Path, msg: String) {
+        self.progress.warn(path, &msg);
+        if let Ok(mut e) = self.errors.lock() {
+            e.push(format!("{}: {msg}", path.display()));
+        }
+    }
+
+    /// Records that part of a file could not be restored.
+    fn fail_file(&self, fi: usize, msg: String) {
+        if let Some(s) = self.state.get(fi) {
+            s.failures.fetch_add(1, Ordering::Relaxed);
+            let _ = s.first_failure.set(msg);
+        }
+    }
+
+    /// A file's content is complete (or failed): metadata, error entry, progress.
+    fn finish_file(&self, fi: usize) {
+        let (Some(f), Some(s)) = (self.files.get(fi), self.state.get(fi)) else {
+            return;
+        };
+        if self.metadata {
+            for w in fsops::apply_metadata(&f.path, &f.node, self.is_root) {
+                self.progress.warn(&f.path, &w);
+            }
+        }
+        let failures = s.failures.load(Ordering::Relaxed);
+        if failures > 0 {
+            let first = s.first_failure.get().cloned().unwrap_or_default();
+            let msg = if failures == 1 {
+                format!("content not restored: {first}")
+            } else {
+                format!("content not restored ({failures} problems; first: {first})")
+            };
+            self.error(&f.path, msg);
+        }
+        self.progress.item(&f.path);
+        self.progress.items_done(1);
+    }
+
+    /// Creates directories, files, special files and hard links; returns which directories
+    /// exist. Entries below a directory that could not be created are skipped silently (the
+    /// directory's error names them).
+    fn create(
+        &self,
+        dirs: &[(usize, Entry)],
+        others: &[Entry],
+        links: &[(Entry, usize)],
+    ) -> Vec<bool> {
+        let mut failed: HashSet<&Path> = HashSet::new();
+        let parent_failed = |failed: &HashSet<&Path>, p: &Path| {
+            p.parent().is_some_and(|parent| failed.contains(parent))
+        };
+        let mut dir_ok = Vec::with_capacity(dirs.len());
+        for (_, d) in dirs {
+            if parent_failed(&failed, &d.path) {
+                failed.insert(&d.path);
+                dir_ok.push(false);
+                continue;
+            }
+            match fsops::create_dir(&d.path, self.overwrite, self.metadata) {
+                Ok(()) => {
+                    self.counts.dirs.fetch_add(1, Ordering::Relaxed);
+                    dir_ok.push(true);
+                }
+                Err(e) => {
+                    self.error(&d.path, format!("cannot create directory: {e}"));
+                    failed.insert(&d.path);
+                    dir_ok.push(false);
+                }
+            }
+        }
+        self.files.par_iter().enumerate().for_each(|(fi, f)| {
+            if parent_failed(&failed, &f.path) {
+                self.progress.items_done(1);
+                return;
+            }
+            match fsops::create_file(&f.path, f.node.size, self.overwrite, self.metadata) {
+                Ok(()) => {
+                    if let Some(s) = self.state.get(fi) {
+                        s.created.store(true, Ordering::Relaxed);
+                    }
+                    self.counts.files.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    self.error(&f.path, format!("cannot create file: {e}"));
+                    self.progress.items_done(1);
+                }
+            }
+        });
+        others.par_iter().for_each(|o| {
+            if parent_failed(&failed, &o.path) {
+                return;
+            }
+            match fsops::create_special(&o.path, &o.node, self.overwrite, self.is_root) {
+                Ok(fsops::Special::Skipped(why)) => self.progress.warn(&o.path, why),
+                Ok(made) => {
+                    let counter = if made == fsops::Special::Symlink {
+                        &self.counts.symlinks
+                    } else {
+                        &self.counts.special
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    if self.metadata {
+                        for w in fsops::apply_metadata(&o.path, &o.node, self.is_root) {
+                            self.progress.warn(&o.path, &w);
+                        }
+                    }
+                }
+                Err(e) => self.error(&o.path, format!("cannot create {:?}: {e}", o.node.kind)),
+            }
+        });
+        for (l, first) in links {
+            if parent_failed(&failed, &l.path) {
+                continue;
+            }
+            let created = self
+                .state
+                .get(*first)
+                .is_some_and(|s| s.created.load(Ordering::Relaxed));
+            let Some(target) = self.files.get(*first).filter(|_| created) else {
+                self.error(
+                    &l.path,
+                    "hard link not created: its first name was not restored".into(),
+                );
+                continue;
+            };
+            match fsops::hard_link(&target.path, &l.path, self.overwrite) {
+                Ok(()) => {
+                    self.counts.hardlinks.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => self.error(
+                    &l.path,
+                    format!("cannot link to {}: {e}", target.path.display()),
+                ),
+            }
+        }
+        dir_ok
+    }
+}
+
+/// Restores `snapshot` (or its `include` paths) into `target`, recreating the snapshot's
+/// absolute paths below it (a backup of `/a/b` restores to `target/a/b`).
+///
+/// Returns `Ok` with [`RestoreOutcome::errors`] when some entries could not be restored (a
+/// damaged or missing blob, a file that cannot be created); `Err` when nothing can be: the
+/// snapshot's root tree (or the way to an include path) is unreadable, an include path is not
+/// in the snapshot ([`Error::NotFound`]), or the target is not empty and `overwrite` is off
+/// ([`Error::AlreadyExists`]).
+pub async fn restore(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    target: &Path,
+    options: &RestoreOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<RestoreOutcome> {
+    let threads = options.threads.map_or_else(
+        || {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .max(2)
+        },
+        |t| t.max(1),
+    );
+    let target: PathBuf = std::path::absolute(target).map_err(|e| Error::io(target, e))?;
+    let overwrite = options.overwrite;
+    {
+        let target = target.clone();
+        tokio::task::spawn_blocking(move || fsops::prepare_target(&target, overwrite))
+            .await
+            .map_err(|e| Error::Invalid(format!("restore worker failed: {e}")))??;
+    }
+    let plan = plan::build(repo, snapshot.tree, &target, &options.include).await?;
+    let index = repo.index().await?;
+    progress.start(
+        "restore",
+        Some(plan.files.len() as u64),
+        Some(plan.total_bytes()),
+    );
+    let plan::Plan {
+        dirs,
+        files,
+        others,
+        links,
+        errors,
+    } = plan;
+    for e in &errors {
+        progress.warn(&target, e);
+    }
+    let state = files.iter().map(|_| FileState::default()).collect();
+    let ctx = Arc::new(Ctx {
+        repo: repo.clone(),
+        files,
+        state,
+        metadata: options.metadata,
+        sparse: options.sparse,
+        overwrite,
+        is_root: nix::unistd::geteuid().is_root(),
+        progress: progress.clone(),
+        counts: Counts::default(),
+        errors: Mutex::new(errors),
+    });
+
+    // Create every entry, then plan the reads (both blocking work).
+    let work = ctx.clone();
+    let (dirs, dir_ok, jobs) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("cairn-restore-{i}"))
+            .build()
+            .map_err(|e| Error::Invalid(format!("thread pool: {e}")))?;
+        let dir_ok = pool.install(|| work.create(&dirs, &others, &links));
+        let jobs = {
+            let index = index
+                .read()
+                .map_err(|_| Error::Invalid("index lock poisoned".into()))?;
+            content::plan_jobs(&work, &index)
+        };
+        // Files without content to fetch (empty, or whose chunks are all unknown) are done.
+        for (fi, s) in work.state.iter().enumerate() {
+            if s.created.load(Ordering::Relaxed) && s.remaining.load(Ordering::Relaxed) == 0 {
+                work.finish_file(fi);
+            }
+        }
+        Ok((dirs, dir_ok, jobs))
+    })
+    .await
+    .map_err(|e| Error::Invalid(format!("restore worker failed: {e}")))??;
+
+    content::run(repo, &ctx, jobs, threads).await;
+
+    // Directory metadata last, deepest first, so that nothing written below changes it again.
+    if ctx.metadata {
+        let work = ctx.clone();
+        tokio::task::spawn_blocking(move || {
+            for ((_, d), ok) in dirs.iter().zip(dir_ok).rev() {
+                if ok {
+                    for w in fsops::apply_metadata(&d.path, &d.node, work.is_root) {
+                        work.progress.warn(&d.path, &w);
+                    }
+                }
+            }
+        })
+        .await
+        .map_err(|e| Error::Invalid(format!("restore worker failed: {e}")))?;
+    }
+    progress.finish("restore");
+
+    let c = &ctx.counts;
+    let errors = ctx.errors.lock().map(|e| e.clone()).unwrap_or_default();
+    Ok(RestoreOutcome {
+        files: c.files.load(Ordering::Relaxed),
+        dirs: c.dirs.load(Ordering::Relaxed),
+        symlinks: c.symlinks.load(Ordering::Relaxed),
+        special: c.special.load(Ordering::Relaxed),
+        hardlinks: c.hardlinks.load(Ordering::Relaxed),
+        bytes: c.bytes.load(Ordering::Relaxed),
+        errors,
+    })
+}
+
+/// Writes the content of the file at `path` in `snapshot` to `out`, every blob verified;
+/// returns the number of bytes written. A directory (or another non-regular file) is
+/// [`Error::Invalid`]; a missing path is [`Error::NotFound`]; a damaged blob fails the dump.
+pub async fn dump(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    path: &str,
+    out: &mut (dyn Write + Send),
+) -> Result<u64> {
+    let node = match crate::walk::resolve(repo, snapshot.tree, path).await? {
+        Some(n) if n.kind == NodeKind::File => n,
+        None => {
+            return Err(Error::Invalid(format!(
+                "{path} is a directory; dump writes the content of one file"
+            )));
+        }
+        Some(n) if n.kind == NodeKind::Dir => {
+            return Err(Error::Invalid(format!(
+                "{path} is a directory; dump writes the content of one file"
+            )));
+        }
+        Some(n) => {
+            return Err(Error::Invalid(format!(
+                "{path} is not a regular file ({:?})",
+                n.kind
+            )));
+        }
+    };
+    let mut blobs = stream::iter(node.content.iter())
+        .map(|id| repo.read_blob(id))
+        .buffered(DUMP_PREFETCH);
+    let mut written = 0u64;
+    while let Some(plain) = blobs.next().await {
+        let plain = plain?;
+        out.write_all(&plain)
+            .map_err(|e| Error::io("<dump output>", e))?;
+        written += plain.len() as u64;
+    }
+    out.flush().map_err(|e| Error::io("<dump output>", e))?;
+    if written != node.size {
+        return Err(Error::Corrupt {
+            object: format!("{path} in the snapshot"),
+            source: FormatError::Malformed {
+                what: "file content",
+                reason: format!(
+                    "content is {written} bytes, the snapshot records {}",
+                    node.size
+                ),
+            },
+        });
+    }
+    Ok(written)
+}
