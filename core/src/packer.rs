@@ -52,6 +52,9 @@ pub struct PackerStats {
     pub index_files: u64,
 }
 
+/// The upload task; it returns (packs uploaded, index files written).
+type Uploader = tokio::task::JoinHandle<Result<(u64, u64)>>;
+
 struct Open {
     data: Vec<PackBuilder>,
     tree: Vec<PackBuilder>,
@@ -63,7 +66,7 @@ pub struct Packer {
     key: Arc<MasterKey>,
     open: Mutex<Open>,
     tx: Mutex<Option<mpsc::Sender<FinishedPack>>>,
-    uploader: Mutex<Option<tokio::task::JoinHandle<Result<(u64, u64)>>>>,
+    uploader: Mutex<Option<Uploader>>,
     known: Mutex<HashSet<BlobId>>,
     index: Arc<RwLock<Index>>,
     stats: Mutex<PackerStats>,

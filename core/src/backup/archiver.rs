@@ -43,6 +43,9 @@ pub enum Policy {
 /// A rule deciding the [`Policy`] of each entry from its path and metadata.
 pub type PolicyFn = std::sync::Arc<dyn Fn(&Path, &std::fs::Metadata) -> Policy + Send + Sync>;
 
+/// Content of hard-linked files already read: (device, inode) -> (size, content blobs).
+pub(crate) type HardLinks = HashMap<(u64, u64), (u64, Vec<BlobId>)>;
+
 /// Counters shared by all workers.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -72,7 +75,7 @@ pub(crate) struct Ctx {
     pub atime: bool,
     pub handle: tokio::runtime::Handle,
     /// Content of hard-linked files already read in this backup, by (device, inode).
-    pub hardlinks: Mutex<HashMap<(u64, u64), (u64, Vec<BlobId>)>>,
+    pub hardlinks: Mutex<HardLinks>,
     pub warnings: Mutex<Vec<String>>,
 }
 

@@ -206,6 +206,7 @@ pub fn apply(snapshots: &[(SnapshotId, Snapshot)], policy: &KeepPolicy, by: Grou
 }
 
 #[cfg(test)]
+#[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
     use cairn_format::{BlobId, Timestamp};

@@ -133,7 +133,7 @@ impl Index {
         }
         if self.recent.len() > 1024 && self.recent.len() > self.sorted.len() / 8 {
             self.sorted.extend(self.recent.drain().map(|(_, e)| e));
-            self.sorted.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+            self.sorted.sort_unstable_by_key(|e| e.id);
         }
     }
 

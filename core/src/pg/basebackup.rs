@@ -430,9 +430,11 @@ async fn copy(
     tablespaces: &[(String, PathBuf)],
     progress: Arc<dyn Progress>,
 ) -> Result<(BackupSession, Vec<Node>)> {
-    let mut bo = BackupOptions::default();
-    bo.threads = options.threads;
-    bo.atime = false;
+    let bo = BackupOptions {
+        threads: options.threads,
+        atime: false,
+        ..BackupOptions::default()
+    };
     let spc_roots: Vec<PathBuf> = tablespaces.iter().map(|(_, p)| p.clone()).collect();
     let rule = policy(pgdata.to_path_buf(), spc_roots, options.block_size);
     let session = BackupSession::new(repo, &bo, progress, Some(rule)).await?;

@@ -111,11 +111,8 @@ pub async fn select_base_backup(
         object: "base backup (none matches)".into(),
     };
     match which {
-        BackupSelector::Latest => all.into_iter().last().ok_or_else(none),
-        BackupSelector::EndedBefore(t) => all
-            .into_iter()
-            .filter(|(_, _, i)| i.stop_time <= *t)
-            .last()
+        BackupSelector::Latest => all.into_iter().next_back().ok_or_else(none),
+        BackupSelector::EndedBefore(t) => all.into_iter().rfind(|(_, _, i)| i.stop_time <= *t)
             .ok_or_else(none),
         BackupSelector::Id(prefix) => {
             let want = prefix.to_ascii_lowercase();
@@ -152,8 +149,10 @@ pub async fn restore_base_backup(
             "a restore_command is needed to recover from the archive".into(),
         ));
     }
-    let mut ro = RestoreOptions::default();
-    ro.threads = options.threads;
+    let ro = RestoreOptions {
+        threads: options.threads,
+        ..RestoreOptions::default()
+    };
     let outcome = restore(repo, snapshot, target, &ro, progress).await?;
     std::fs::set_permissions(target, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .map_err(|e| Error::io(target, e))?;
