@@ -120,6 +120,15 @@ impl Packer {
         Ok(!self.known.lock().map_err(poisoned)?.insert(*id))
     }
 
+    /// True when the blob is in the index this packer deduplicates against (which leaves out
+    /// packs condemned by prune) or was added through this packer.
+    pub fn has(&self, id: &BlobId) -> Result<bool> {
+        if self.index.read().map_err(poisoned)?.contains(id) {
+            return Ok(true);
+        }
+        Ok(self.known.lock().map_err(poisoned)?.contains(id))
+    }
+
     /// Adds a sealed blob. Blocks while the upload queue is full. Call from worker threads, not
     /// from async tasks.
     pub fn add(

@@ -302,14 +302,29 @@ async fn local_cache_holds_index_and_trees_and_survives_damage() {
     std::fs::create_dir_all(src.join("a")).unwrap();
     std::fs::write(src.join("a/f"), b"cached").unwrap();
     let repo = repo(dir.path()).await;
-    let out = backup(&repo, BackupSource::Paths(vec![src.clone()]), &BackupOptions::default(), Arc::new(NoProgress))
-        .await
-        .unwrap();
+    let out = backup(
+        &repo,
+        BackupSource::Paths(vec![src.clone()]),
+        &BackupOptions::default(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
     let cache = dir.path().join("cache");
-    let cached = Repository::open(repo.storage().clone(), b"pw").await.unwrap().with_cache(Some(cache.clone()));
-    assert_eq!(content(&cached, out.snapshot.tree, &src.join("a/f")).await, b"cached");
+    let cached = Repository::open(repo.storage().clone(), b"pw")
+        .await
+        .unwrap()
+        .with_cache(Some(cache.clone()));
+    assert_eq!(
+        content(&cached, out.snapshot.tree, &src.join("a/f")).await,
+        b"cached"
+    );
     let repo_dir = cache.join(cairn::format::id::hex_encode(&repo.config().repo_id));
-    let count = |sub: &str| std::fs::read_dir(repo_dir.join(sub)).map(|d| d.count()).unwrap_or(0);
+    let count = |sub: &str| {
+        std::fs::read_dir(repo_dir.join(sub))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
     assert!(count("index") >= 1, "index files cached");
     assert!(count("trees") >= 2, "trees cached");
     // Damage every cached tree and index file: reads still succeed (entries are re-fetched and
@@ -319,8 +334,44 @@ async fn local_cache_holds_index_and_trees_and_survives_damage() {
             std::fs::write(e.unwrap().path(), b"garbage").unwrap();
         }
     }
-    let again = Repository::open(repo.storage().clone(), b"pw").await.unwrap().with_cache(Some(cache.clone()));
-    assert_eq!(content(&again, out.snapshot.tree, &src.join("a/f")).await, b"cached");
-    let sample = std::fs::read_dir(repo_dir.join("trees")).unwrap().next().unwrap().unwrap().path();
+    let again = Repository::open(repo.storage().clone(), b"pw")
+        .await
+        .unwrap()
+        .with_cache(Some(cache.clone()));
+    assert_eq!(
+        content(&again, out.snapshot.tree, &src.join("a/f")).await,
+        b"cached"
+    );
+    let sample = std::fs::read_dir(repo_dir.join("trees"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     assert_ne!(std::fs::read(sample).unwrap(), b"garbage");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_dot_in_paths_is_resolved_lexically() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    let repo = repo(dir.path()).await;
+    let out = backup(
+        &repo,
+        BackupSource::Paths(vec![src.join("sub/..")]),
+        &BackupOptions::default(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out.snapshot.paths,
+        vec![src.to_str().unwrap().as_bytes().to_vec()]
+    );
+    assert_eq!(
+        content(&repo, out.snapshot.tree, &src.join("f")).await,
+        b"x"
+    );
 }

@@ -145,4 +145,3 @@ async fn failing_store_never_leaves_a_broken_repository() {
         noise(100_000, 1003)
     );
 }
-

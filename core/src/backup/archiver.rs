@@ -88,6 +88,17 @@ impl Ctx {
         }
     }
 
+    /// True when every blob is in the backup's index: the parent's content may only be reused
+    /// when none of it sits in packs that prune has condemned.
+    fn all_indexed(&self, ids: &[BlobId]) -> Result<bool> {
+        for id in ids {
+            if !self.packer.has(id)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Stores a blob unless the repository already has it; returns its id.
     pub(crate) fn store(&self, blob_type: BlobType, plain: &[u8]) -> Result<BlobId> {
         let id = self.packer.key().id_key().blob_id(plain);
@@ -275,7 +286,7 @@ impl Ctx {
                     .total_bytes
                     .fetch_add(node.size, Ordering::Relaxed);
                 match old {
-                    Some(o) if unchanged(o, &node) => {
+                    Some(o) if unchanged(o, &node) && self.all_indexed(&o.content)? => {
                         node.content = o.content.clone();
                         self.counters
                             .files_unchanged
@@ -376,6 +387,8 @@ pub(crate) struct Virtual {
     pub dirs: std::collections::BTreeMap<Vec<u8>, Virtual>,
     /// Children that are backed up from disk.
     pub real: std::collections::BTreeMap<Vec<u8>, PathBuf>,
+    /// Set when `/` itself is backed up: the root is the real root directory.
+    pub whole: bool,
 }
 
 impl Virtual {
@@ -389,6 +402,8 @@ impl Virtual {
             })
             .collect();
         let Some((last, dirs)) = parts.split_last() else {
+            // `/` itself: everything below the root.
+            self.whole = true;
             return;
         };
         let mut v = self;
@@ -411,6 +426,14 @@ impl Ctx {
         at: &Path,
         old: Option<BlobId>,
     ) -> Result<BlobId> {
+        if v.whole {
+            let root_dev = if self.one_file_system {
+                std::fs::symlink_metadata(at).ok().map(|m| m.dev())
+            } else {
+                None
+            };
+            return self.dir(at, old, root_dev);
+        }
         let parent = self.parent_tree(old);
         let old_nodes: HashMap<&[u8], &Node> = parent
             .as_ref()

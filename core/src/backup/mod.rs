@@ -151,6 +151,23 @@ pub struct BackupOutcome {
     pub warnings: Vec<String>,
 }
 
+/// Removes `.` and resolves `..` lexically (without following symlinks, so a symlink given as a
+/// path is backed up as the symlink).
+fn normalize(p: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// This machine's host name.
 pub fn hostname() -> String {
     nix::unistd::gethostname()
@@ -185,7 +202,11 @@ pub async fn backup(
                 return Err(Error::Invalid("nothing to back up: no path given".into()));
             }
             p.iter()
-                .map(|p| std::path::absolute(p).map_err(|e| Error::io(p, e)))
+                .map(|p| {
+                    std::path::absolute(p)
+                        .map(|a| normalize(&a))
+                        .map_err(|e| Error::io(p, e))
+                })
                 .collect::<Result<_>>()?
         }
         BackupSource::Reader { name, .. } | BackupSource::Command { name, .. } => {

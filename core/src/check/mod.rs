@@ -11,7 +11,7 @@ pub mod repair;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use cairn_format::{BlobId, BlobType, NodeKind, PackId, SnapshotId};
+use cairn_format::{BlobId, NodeKind, PackId, SnapshotId};
 use futures::stream::{self, StreamExt};
 
 use crate::error::{Error, Result};
@@ -251,10 +251,6 @@ async fn check_tree(
         match index.get(&tree_id) {
             None => {
                 report.problem(what, "tree blob not in the index");
-                continue;
-            }
-            Some(loc) if loc.blob_type != BlobType::Tree => {
-                report.problem(what, "indexed as a data blob");
                 continue;
             }
             Some(loc) if !sizes.contains_key(&loc.pack) => {

@@ -26,25 +26,39 @@ pub struct RepairReport {
 }
 
 /// Reads a pack's header with one ranged read of its tail (two when the header is large).
-pub async fn read_pack_header(repo: &Repository, pack: &PackId, size: u64) -> Result<Vec<cairn_format::PackEntry>> {
+pub async fn read_pack_header(
+    repo: &Repository,
+    pack: &PackId,
+    size: u64,
+) -> Result<Vec<cairn_format::PackEntry>> {
     let name = pack_name(pack);
     let start = size.saturating_sub(TAIL_GUESS);
     let tail = repo.storage().get_range(&name, start..size).await?;
     let bad = |e| Error::format(name.clone(), e);
-    let trailer_at = tail.len().checked_sub(cairn_format::pack::TRAILER_LEN).ok_or_else(|| {
-        bad(cairn_format::FormatError::Truncated {
-            what: "pack",
-            needed: cairn_format::pack::TRAILER_LEN,
-            available: tail.len(),
-        })
-    })?;
+    let trailer_at = tail
+        .len()
+        .checked_sub(cairn_format::pack::TRAILER_LEN)
+        .ok_or_else(|| {
+            bad(cairn_format::FormatError::Truncated {
+                what: "pack",
+                needed: cairn_format::pack::TRAILER_LEN,
+                available: tail.len(),
+            })
+        })?;
     let trailer = Trailer::decode(tail.get(trailer_at..).unwrap_or_default()).map_err(bad)?;
     let header_offset = trailer.header_offset(size).map_err(bad)?;
     let header = if header_offset >= start {
         let from = usize::try_from(header_offset - start).unwrap_or(usize::MAX);
-        tail.get(from..trailer_at).map(bytes::Bytes::copy_from_slice).unwrap_or_default()
+        tail.get(from..trailer_at)
+            .map(bytes::Bytes::copy_from_slice)
+            .unwrap_or_default()
     } else {
-        repo.storage().get_range(&name, header_offset..size - cairn_format::pack::TRAILER_LEN as u64).await?
+        repo.storage()
+            .get_range(
+                &name,
+                header_offset..size - cairn_format::pack::TRAILER_LEN as u64,
+            )
+            .await?
     };
     cairn_format::pack::open_header(repo.key(), &header, header_offset).map_err(bad)
 }
@@ -57,7 +71,15 @@ pub async fn repair_index(repo: &Repository, progress: Arc<dyn Progress>) -> Res
     let listed = repo.storage().list(DATA).await?;
     let packs: Vec<(PackId, u64)> = listed
         .iter()
-        .filter_map(|o| Some((o.name.rsplit('/').next().and_then(|h| PackId::from_hex(h).ok())?, o.size)))
+        .filter_map(|o| {
+            Some((
+                o.name
+                    .rsplit('/')
+                    .next()
+                    .and_then(|h| PackId::from_hex(h).ok())?,
+                o.size,
+            ))
+        })
         .collect();
     progress.start("repair index", Some(packs.len() as u64), None);
     let results: Vec<(PackId, Result<Vec<cairn_format::PackEntry>>)> = stream::iter(packs)
@@ -86,7 +108,12 @@ pub async fn repair_index(repo: &Repository, progress: Arc<dyn Progress>) -> Res
             .list(crate::repo::INDEX)
             .await?
             .iter()
-            .filter_map(|o| o.name.rsplit('/').next().and_then(|h| cairn_format::IndexId::from_hex(h).ok()))
+            .filter_map(|o| {
+                o.name
+                    .rsplit('/')
+                    .next()
+                    .and_then(|h| cairn_format::IndexId::from_hex(h).ok())
+            })
             .collect::<Vec<_>>(),
     };
     index.supersedes = old.clone();

@@ -38,6 +38,12 @@ pub struct KeepPolicy {
     pub within_secs: Option<i64>,
     /// Snapshots with any of these tags.
     pub tags: Vec<String>,
+    /// Point-in-time recovery window: keeps everything newer than this many seconds before
+    /// `now` *and* the newest snapshot older than that, so that any moment of the window can be
+    /// restored (a base backup from before it plus WAL). For PostgreSQL base backups.
+    pub recovery_window_secs: Option<i64>,
+    /// "Now" for the recovery window, unix seconds (set by the caller).
+    pub now_secs: i64,
     /// The UTC offset calendar buckets are computed in.
     pub tz_offset_secs: i32,
 }
@@ -52,6 +58,7 @@ impl KeepPolicy {
             && self.monthly == 0
             && self.yearly == 0
             && self.within_secs.is_none()
+            && self.recovery_window_secs.is_none()
             && self.tags.is_empty()
     }
 }
@@ -133,7 +140,13 @@ fn buckets(secs: i64, tz: i32) -> [i64; 5] {
     let hour = local.div_euclid(3600);
     let (y, m, _) = civil(days);
     let (wy, w) = iso_week(days);
-    [hour, days, wy * 100 + i64::from(w), y * 100 + i64::from(m), y]
+    [
+        hour,
+        days,
+        wy * 100 + i64::from(w),
+        y * 100 + i64::from(m),
+        y,
+    ]
 }
 
 fn group_key(s: &Snapshot, by: GroupBy) -> String {
@@ -150,7 +163,11 @@ fn group_key(s: &Snapshot, by: GroupBy) -> String {
         parts.push(format!("host={}", s.hostname));
     }
     if by.paths {
-        let mut p: Vec<String> = s.paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+        let mut p: Vec<String> = s
+            .paths
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect();
         p.sort();
         parts.push(format!("paths={}", p.join(",")));
     }
@@ -158,7 +175,11 @@ fn group_key(s: &Snapshot, by: GroupBy) -> String {
 }
 
 /// Applies `policy` to `snapshots`; returns a decision for each, newest first within groups.
-pub fn apply(snapshots: &[(SnapshotId, Snapshot)], policy: &KeepPolicy, by: GroupBy) -> Vec<Decision> {
+pub fn apply(
+    snapshots: &[(SnapshotId, Snapshot)],
+    policy: &KeepPolicy,
+    by: GroupBy,
+) -> Vec<Decision> {
     let mut groups: BTreeMap<String, Vec<&(SnapshotId, Snapshot)>> = BTreeMap::new();
     for s in snapshots {
         groups.entry(group_key(&s.1, by)).or_default().push(s);
@@ -167,7 +188,13 @@ pub fn apply(snapshots: &[(SnapshotId, Snapshot)], policy: &KeepPolicy, by: Grou
     for (key, mut members) in groups {
         members.sort_by(|a, b| b.1.time.cmp(&a.1.time).then(b.0.cmp(&a.0)));
         let newest = members.first().map(|s| s.1.time.secs).unwrap_or(0);
-        let counts = [policy.hourly, policy.daily, policy.weekly, policy.monthly, policy.yearly];
+        let counts = [
+            policy.hourly,
+            policy.daily,
+            policy.weekly,
+            policy.monthly,
+            policy.yearly,
+        ];
         let names = ["hourly", "daily", "weekly", "monthly", "yearly"];
         let mut last_bucket: [Option<i64>; 5] = [None; 5];
         let mut used = [0u32; 5];
@@ -187,11 +214,23 @@ pub fn apply(snapshots: &[(SnapshotId, Snapshot)], policy: &KeepPolicy, by: Grou
                     reasons.push(names[r]);
                 }
             }
-            if policy.within_secs.is_some_and(|w| newest - s.time.secs <= w) {
+            if policy
+                .within_secs
+                .is_some_and(|w| newest - s.time.secs <= w)
+            {
                 reasons.push("within");
             }
             if s.tags.iter().any(|t| policy.tags.contains(t)) {
                 reasons.push("tag");
+            }
+            if let Some(w) = policy.recovery_window_secs {
+                let edge = policy.now_secs - w;
+                // Members are newest first: the first one at or before the edge is the base the
+                // oldest moment of the window recovers from.
+                let first_before = members.iter().position(|m| m.1.time.secs <= edge);
+                if s.time.secs > edge || first_before == Some(i) {
+                    reasons.push("recovery-window");
+                }
             }
             out.push(Decision {
                 id: *id,
@@ -212,7 +251,11 @@ mod tests {
     use cairn_format::{BlobId, Timestamp};
 
     fn snap(n: u8, secs: i64) -> (SnapshotId, Snapshot) {
-        let mut s = Snapshot::new(SnapshotKind::Files, Timestamp { secs, nanos: 0 }, BlobId::default());
+        let mut s = Snapshot::new(
+            SnapshotKind::Files,
+            Timestamp { secs, nanos: 0 },
+            BlobId::default(),
+        );
         s.hostname = "h".into();
         (SnapshotId::from_bytes([n; 32]), s)
     }
@@ -247,12 +290,18 @@ mod tests {
         ];
         let mut p = KeepPolicy::default();
         p.daily = 2;
-        assert_eq!(kept(&apply(&snaps, &p, GroupBy::default())), vec![t("2026-03-02 12:00:00"), t("2026-03-03 08:00:00")]);
+        assert_eq!(
+            kept(&apply(&snaps, &p, GroupBy::default())),
+            vec![t("2026-03-02 12:00:00"), t("2026-03-03 08:00:00")]
+        );
         p.daily = 3;
         assert_eq!(kept(&apply(&snaps, &p, GroupBy::default())).len(), 3);
         // In UTC+1 the 23:59:59 snapshot falls on March 2nd local: only two days remain.
         p.tz_offset_secs = 3600;
-        assert_eq!(kept(&apply(&snaps, &p, GroupBy::default())), vec![t("2026-03-02 12:00:00"), t("2026-03-03 08:00:00")]);
+        assert_eq!(
+            kept(&apply(&snaps, &p, GroupBy::default())),
+            vec![t("2026-03-02 12:00:00"), t("2026-03-03 08:00:00")]
+        );
         let mut p = KeepPolicy::default();
         p.last = 1;
         let d = apply(&snaps, &p, GroupBy::default());
@@ -263,20 +312,57 @@ mod tests {
     #[test]
     fn weekly_monthly_yearly_edges() {
         // Sunday 2026-03-01 and Monday 2026-03-02 are in different ISO weeks but the same month.
-        let snaps = vec![snap(1, t("2026-03-01 10:00:00")), snap(2, t("2026-03-02 10:00:00")), snap(3, t("2025-12-31 23:00:00"))];
+        let snaps = vec![
+            snap(1, t("2026-03-01 10:00:00")),
+            snap(2, t("2026-03-02 10:00:00")),
+            snap(3, t("2025-12-31 23:00:00")),
+        ];
         let mut p = KeepPolicy::default();
         p.weekly = 5;
         assert_eq!(kept(&apply(&snaps, &p, GroupBy::default())).len(), 3);
         let mut p = KeepPolicy::default();
         p.monthly = 5;
-        assert_eq!(kept(&apply(&snaps, &p, GroupBy::default())), vec![t("2025-12-31 23:00:00"), t("2026-03-02 10:00:00")]);
+        assert_eq!(
+            kept(&apply(&snaps, &p, GroupBy::default())),
+            vec![t("2025-12-31 23:00:00"), t("2026-03-02 10:00:00")]
+        );
         let mut p = KeepPolicy::default();
         p.yearly = 1;
-        assert_eq!(kept(&apply(&snaps, &p, GroupBy::default())), vec![t("2026-03-02 10:00:00")]);
+        assert_eq!(
+            kept(&apply(&snaps, &p, GroupBy::default())),
+            vec![t("2026-03-02 10:00:00")]
+        );
         // In UTC+2 the New Year's Eve snapshot is already in 2026.
         p.yearly = 2;
         p.tz_offset_secs = 7200;
-        assert_eq!(kept(&apply(&snaps, &p, GroupBy::default())), vec![t("2026-03-02 10:00:00")]);
+        assert_eq!(
+            kept(&apply(&snaps, &p, GroupBy::default())),
+            vec![t("2026-03-02 10:00:00")]
+        );
+    }
+
+    #[test]
+    fn recovery_window_keeps_the_base_before_it() {
+        let day = 86_400;
+        let snaps = vec![
+            snap(1, 10 * day),
+            snap(2, 20 * day),
+            snap(3, 25 * day),
+            snap(4, 38 * day),
+        ];
+        let mut p = KeepPolicy::default();
+        p.recovery_window_secs = Some(14 * day);
+        p.now_secs = 40 * day;
+        // Window starts at day 26: keep day 38 (inside) and day 25 (the base for day 26..38).
+        assert_eq!(
+            kept(&apply(&snaps, &p, GroupBy::default())),
+            vec![25 * day, 38 * day]
+        );
+        p.now_secs = 30 * day; // window from day 16: days 20, 25 inside, day 10 is the base
+        assert_eq!(
+            kept(&apply(&snaps, &p, GroupBy::default())),
+            vec![10 * day, 20 * day, 25 * day, 38 * day]
+        );
     }
 
     #[test]
@@ -286,16 +372,29 @@ mod tests {
         snaps[1].1.tags = vec!["monthly-archive".into()];
         let mut p = KeepPolicy::default();
         p.within_secs = Some(100);
-        assert_eq!(kept(&apply(&snaps, &p, GroupBy::default())), vec![1000, 9000]);
+        assert_eq!(
+            kept(&apply(&snaps, &p, GroupBy::default())),
+            vec![1000, 9000]
+        );
         p.tags = vec!["monthly-archive".into()];
-        assert_eq!(kept(&apply(&snaps, &p, GroupBy::default())), vec![1000, 5000, 9000]);
+        assert_eq!(
+            kept(&apply(&snaps, &p, GroupBy::default())),
+            vec![1000, 5000, 9000]
+        );
         // Groups: another host keeps its own newest.
         snaps.push(snap(4, 2000));
         snaps[3].1.hostname = "other".into();
         let mut p = KeepPolicy::default();
         p.last = 1;
-        assert_eq!(kept(&apply(&snaps, &p, GroupBy::default())), vec![1000, 2000, 9000]);
-        let by = GroupBy { host: false, paths: false, kind: false };
+        assert_eq!(
+            kept(&apply(&snaps, &p, GroupBy::default())),
+            vec![1000, 2000, 9000]
+        );
+        let by = GroupBy {
+            host: false,
+            paths: false,
+            kind: false,
+        };
         assert_eq!(kept(&apply(&snaps, &p, by)), vec![1000, 9000]);
     }
 }

@@ -78,7 +78,11 @@ impl Index {
     /// Like [`Index::from_files`], aware of packs condemned by prune: a blob found both in a
     /// condemned pack and elsewhere is located elsewhere; with `exclude`, blobs found only in
     /// condemned packs are left out altogether (backups must not deduplicate against them).
-    pub fn from_files_with(files: Vec<(IndexId, IndexFile)>, condemned: &HashSet<PackId>, exclude: bool) -> Self {
+    pub fn from_files_with(
+        files: Vec<(IndexId, IndexFile)>,
+        condemned: &HashSet<PackId>,
+        exclude: bool,
+    ) -> Self {
         let superseded: HashSet<IndexId> = files
             .iter()
             .flat_map(|(_, f)| f.supersedes.iter().copied())
@@ -105,7 +109,10 @@ impl Index {
             }
         }
         // Within one id, entries in condemned packs sort last, so dedup keeps another location.
-        let bad: HashSet<u32> = condemned.iter().filter_map(|p| index.pack_numbers.get(p).copied()).collect();
+        let bad: HashSet<u32> = condemned
+            .iter()
+            .filter_map(|p| index.pack_numbers.get(p).copied())
+            .collect();
         index
             .sorted
             .sort_unstable_by_key(|e| (e.id, bad.contains(&(e.pack_and_type & !TREE_BIT))));

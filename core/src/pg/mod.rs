@@ -5,4 +5,5 @@
 
 pub mod basebackup;
 pub mod restore;
+pub mod retention;
 pub mod wal;

@@ -112,7 +112,9 @@ pub async fn select_base_backup(
     };
     match which {
         BackupSelector::Latest => all.into_iter().next_back().ok_or_else(none),
-        BackupSelector::EndedBefore(t) => all.into_iter().rfind(|(_, _, i)| i.stop_time <= *t)
+        BackupSelector::EndedBefore(t) => all
+            .into_iter()
+            .rfind(|(_, _, i)| i.stop_time <= *t)
             .ok_or_else(none),
         BackupSelector::Id(prefix) => {
             let want = prefix.to_ascii_lowercase();

@@ -115,13 +115,22 @@ async fn reachable(repo: &Repository, progress: &dyn Progress) -> Result<HashSet
 }
 
 /// Runs prune: executes plans whose grace has passed, then writes a new plan.
-pub async fn prune(repo: &Repository, options: &PruneOptions, progress: Arc<dyn Progress>) -> Result<PruneReport> {
+pub async fn prune(
+    repo: &Repository,
+    options: &PruneOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<PruneReport> {
     let mut report = PruneReport::default();
     let now_secs = now().secs;
     let plans = repo.prune_plans().await?;
     let due: Vec<(IndexId, PrunePlan)> = plans
         .iter()
-        .filter(|(_, p)| p.created.secs.saturating_add(i64::try_from(p.grace_secs).unwrap_or(i64::MAX)) <= now_secs)
+        .filter(|(_, p)| {
+            p.created
+                .secs
+                .saturating_add(i64::try_from(p.grace_secs).unwrap_or(i64::MAX))
+                <= now_secs
+        })
         .cloned()
         .collect();
     let pending: HashSet<PackId> = plans
@@ -139,21 +148,31 @@ pub async fn prune(repo: &Repository, options: &PruneOptions, progress: Arc<dyn 
     // Phase one: a new plan.
     let used = reachable(&repo, progress.as_ref()).await?;
     let files = repo.read_index_files().await?;
-    let superseded: HashSet<IndexId> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+    let superseded: HashSet<IndexId> = files
+        .iter()
+        .flat_map(|(_, f)| f.supersedes.iter().copied())
+        .collect();
     let mut packs: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
     for (id, f) in &files {
         if superseded.contains(id) {
             continue;
         }
         for p in &f.packs {
-            packs.entry(p.id).or_default().extend(p.blobs.iter().copied());
+            packs
+                .entry(p.id)
+                .or_default()
+                .extend(p.blobs.iter().copied());
         }
     }
     let listed = repo.storage().list(DATA).await?;
     let sizes: HashMap<PackId, (u64, Option<i64>)> = listed
         .iter()
         .filter_map(|o| {
-            let id = o.name.rsplit('/').next().and_then(|h| PackId::from_hex(h).ok())?;
+            let id = o
+                .name
+                .rsplit('/')
+                .next()
+                .and_then(|h| PackId::from_hex(h).ok())?;
             Some((id, (o.size, o.modified)))
         })
         .collect();
@@ -168,7 +187,11 @@ pub async fn prune(repo: &Repository, options: &PruneOptions, progress: Arc<dyn 
             continue;
         }
         let total: u64 = entries.iter().map(|e| u64::from(e.stored_len)).sum();
-        let used_bytes: u64 = entries.iter().filter(|e| used.contains(&e.id)).map(|e| u64::from(e.stored_len)).sum();
+        let used_bytes: u64 = entries
+            .iter()
+            .filter(|e| used.contains(&e.id))
+            .map(|e| u64::from(e.stored_len))
+            .sum();
         report.unused_blobs += entries.iter().filter(|e| !used.contains(&e.id)).count() as u64;
         candidates.push((*pack, entries.clone(), total, used_bytes));
     }
@@ -181,7 +204,10 @@ pub async fn prune(repo: &Repository, options: &PruneOptions, progress: Arc<dyn 
         if used_bytes == 0 {
             condemned.push(pack);
         } else if (used_bytes as f64) < options.repack_below * (total as f64) {
-            let keep: Vec<PackEntry> = entries.into_iter().filter(|e| used.contains(&e.id) && !kept_blobs.contains(&e.id)).collect();
+            let keep: Vec<PackEntry> = entries
+                .into_iter()
+                .filter(|e| used.contains(&e.id) && !kept_blobs.contains(&e.id))
+                .collect();
             kept_blobs.extend(keep.iter().map(|e| e.id));
             to_repack.push((pack, keep));
             condemned.push(pack);
@@ -190,16 +216,27 @@ pub async fn prune(repo: &Repository, options: &PruneOptions, progress: Arc<dyn 
     // Packs no index lists, old enough that no running backup can still be about to index them.
     let grace = i64::try_from(options.grace_secs).unwrap_or(i64::MAX);
     for (pack, (_, modified)) in &sizes {
-        if !packs.contains_key(pack) && !already.contains(pack) && modified.is_some_and(|m| m.saturating_add(grace) <= now_secs) {
+        if !packs.contains_key(pack)
+            && !already.contains(pack)
+            && modified.is_some_and(|m| m.saturating_add(grace) <= now_secs)
+        {
             condemned.push(*pack);
         }
     }
     condemned.sort();
     condemned.dedup();
     report.packs_condemned = condemned.len() as u64;
-    report.bytes_to_free = condemned.iter().filter_map(|p| sizes.get(p)).map(|(s, _)| s).sum();
+    report.bytes_to_free = condemned
+        .iter()
+        .filter_map(|p| sizes.get(p))
+        .map(|(s, _)| s)
+        .sum();
     report.packs_repacked = to_repack.len() as u64;
-    report.bytes_repacked = to_repack.iter().flat_map(|(_, e)| e.iter()).map(|e| u64::from(e.plain_len)).sum();
+    report.bytes_repacked = to_repack
+        .iter()
+        .flat_map(|(_, e)| e.iter())
+        .map(|e| u64::from(e.plain_len))
+        .sum();
     if options.dry_run || condemned.is_empty() {
         return Ok(report);
     }
@@ -253,7 +290,9 @@ pub async fn prune(repo: &Repository, options: &PruneOptions, progress: Arc<dyn 
         condemned,
         extensions: Vec::new(),
     };
-    let (id, sealed) = plan.seal(repo.key(), &mut OsRng).map_err(|e| Error::Invalid(e.to_string()))?;
+    let (id, sealed) = plan
+        .seal(repo.key(), &mut OsRng)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
     let id = IndexId::from_bytes(id);
     let name = format!("{PRUNE}/{id}");
     with_retries(|| repo.storage().put_new(&name, Bytes::from(sealed.clone()))).await?;
@@ -271,11 +310,21 @@ async fn execute(
 ) -> Result<()> {
     let used = reachable(repo, progress).await?;
     let files = repo.read_index_files().await?;
-    let condemned: HashSet<PackId> = due.iter().flat_map(|(_, p)| p.condemned.iter().copied()).collect();
+    let condemned: HashSet<PackId> = due
+        .iter()
+        .flat_map(|(_, p)| p.condemned.iter().copied())
+        .collect();
     // Where each used blob can be found outside the condemned packs.
     let mut elsewhere: HashSet<BlobId> = HashSet::new();
     let mut in_condemned: HashMap<PackId, Vec<BlobId>> = HashMap::new();
-    for (_, f) in &files {
+    let superseded_files: HashSet<IndexId> = files
+        .iter()
+        .flat_map(|(_, f)| f.supersedes.iter().copied())
+        .collect();
+    for (id, f) in &files {
+        if superseded_files.contains(id) {
+            continue;
+        }
         for p in &f.packs {
             for e in &p.blobs {
                 if condemned.contains(&p.id) {
@@ -291,13 +340,23 @@ async fn execute(
         .list(DATA)
         .await?
         .into_iter()
-        .filter_map(|o| Some((o.name.rsplit('/').next().and_then(|h| PackId::from_hex(h).ok())?, o.size)))
+        .filter_map(|o| {
+            Some((
+                o.name
+                    .rsplit('/')
+                    .next()
+                    .and_then(|h| PackId::from_hex(h).ok())?,
+                o.size,
+            ))
+        })
         .collect();
     let mut delete: Vec<PackId> = Vec::new();
     for pack in &condemned {
-        let needed = in_condemned
-            .get(pack)
-            .is_some_and(|blobs| blobs.iter().any(|b| used.contains(b) && !elsewhere.contains(b)));
+        let needed = in_condemned.get(pack).is_some_and(|blobs| {
+            blobs
+                .iter()
+                .any(|b| used.contains(b) && !elsewhere.contains(b))
+        });
         if needed {
             report.packs_spared += 1;
         } else {
@@ -313,7 +372,10 @@ async fn execute(
     // that is gone; then delete packs, old index files, and the plans.
     let deleted: HashSet<PackId> = delete.iter().copied().collect();
     let old_ids: Vec<IndexId> = files.iter().map(|(id, _)| *id).collect();
-    let superseded: HashSet<IndexId> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+    let superseded: HashSet<IndexId> = files
+        .iter()
+        .flat_map(|(_, f)| f.supersedes.iter().copied())
+        .collect();
     let mut merged: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
     for (id, f) in &files {
         if superseded.contains(id) {
@@ -328,7 +390,10 @@ async fn execute(
             }
         }
     }
-    let mut packs: Vec<IndexPack> = merged.into_iter().map(|(id, blobs)| IndexPack { id, blobs }).collect();
+    let mut packs: Vec<IndexPack> = merged
+        .into_iter()
+        .map(|(id, blobs)| IndexPack { id, blobs })
+        .collect();
     packs.sort_by_key(|p| p.id);
     let new_index = IndexFile {
         supersedes: old_ids.clone(),
@@ -360,7 +425,10 @@ async fn execute(
 pub async fn check_backup_window(repo: &Repository, started: i64) -> Result<()> {
     let now_secs = now().secs;
     for (id, plan) in repo.prune_plans().await? {
-        let due = plan.created.secs.saturating_add(i64::try_from(plan.grace_secs).unwrap_or(i64::MAX));
+        let due = plan
+            .created
+            .secs
+            .saturating_add(i64::try_from(plan.grace_secs).unwrap_or(i64::MAX));
         // A minute of margin for clock differences between hosts.
         if plan.created.secs >= started && due <= now_secs + 60 {
             return Err(Error::Invalid(format!(

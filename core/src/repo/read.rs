@@ -3,9 +3,7 @@
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use cairn_format::{
-    BlobId, BlobType, FinishedPack, IndexFile, IndexId, PackId, Snapshot, SnapshotId, Tree,
-};
+use cairn_format::{BlobId, FinishedPack, IndexFile, IndexId, PackId, Snapshot, SnapshotId, Tree};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use rand_core::OsRng;
 
@@ -48,7 +46,8 @@ impl Repository {
             Err(_) if self.cache_dir.is_some() => {
                 // A damaged cache entry: read the store's copy and replace the entry.
                 let fresh = self.storage.get(&name).await?;
-                let f = IndexFile::open(&self.key, id, &fresh).map_err(|e| Error::format(name.clone(), e))?;
+                let f = IndexFile::open(&self.key, id, &fresh)
+                    .map_err(|e| Error::format(name.clone(), e))?;
                 if let Some(dir) = &self.cache_dir {
                     let _ = tokio::fs::write(dir.join(&name), &fresh).await;
                 }
@@ -62,14 +61,22 @@ impl Repository {
     /// by a prune plan are located there.
     pub async fn load_index(&self) -> Result<Index> {
         let condemned = self.condemned_packs().await?;
-        Ok(Index::from_files_with(self.read_index_files().await?, &condemned, false))
+        Ok(Index::from_files_with(
+            self.read_index_files().await?,
+            &condemned,
+            false,
+        ))
     }
 
     /// The index a backup deduplicates against: blobs only in condemned packs are left out, so
     /// a backup never comes to depend on a pack that prune is going to delete.
     pub async fn load_index_for_backup(&self) -> Result<Index> {
         let condemned = self.condemned_packs().await?;
-        Ok(Index::from_files_with(self.read_index_files().await?, &condemned, true))
+        Ok(Index::from_files_with(
+            self.read_index_files().await?,
+            &condemned,
+            true,
+        ))
     }
 
     /// Every prune plan, with its id.
@@ -77,14 +84,17 @@ impl Repository {
         let listed = self.storage.list(PRUNE).await?;
         let mut out = Vec::new();
         for o in listed {
-            let Some(id) = id_of::<IndexId>(&o.name) else { continue };
+            let Some(id) = id_of::<IndexId>(&o.name) else {
+                continue;
+            };
             let bytes = match self.storage.get(&o.name).await {
                 Ok(b) => b,
                 // Executed and removed by another prune since the listing.
                 Err(Error::NotFound { .. }) => continue,
                 Err(e) => return Err(e),
             };
-            let plan = cairn_format::PrunePlan::open(&self.key, id.as_bytes(), &bytes).map_err(|e| Error::format(o.name.clone(), e))?;
+            let plan = cairn_format::PrunePlan::open(&self.key, id.as_bytes(), &bytes)
+                .map_err(|e| Error::format(o.name.clone(), e))?;
             out.push((id, plan));
         }
         Ok(out)
@@ -92,7 +102,12 @@ impl Repository {
 
     /// Packs condemned by any prune plan.
     pub async fn condemned_packs(&self) -> Result<std::collections::HashSet<PackId>> {
-        Ok(self.prune_plans().await?.into_iter().flat_map(|(_, p)| p.condemned).collect())
+        Ok(self
+            .prune_plans()
+            .await?
+            .into_iter()
+            .flat_map(|(_, p)| p.condemned)
+            .collect())
     }
 
     /// Every index file, decoded.
@@ -167,11 +182,8 @@ impl Repository {
     /// Reads and decodes a tree.
     pub async fn read_tree(&self, id: &BlobId) -> Result<Tree> {
         let loc = self.locate(id).await?;
-        if loc.blob_type != BlobType::Tree {
-            return Err(Error::Invalid(format!(
-                "blob {id} is a data blob, not a tree"
-            )));
-        }
+        // Content-addressed: a data blob with the same bytes is the same tree, whatever type
+        // its index entry records.
         let plain = match &self.cache_dir {
             Some(dir) => self.read_tree_cached(dir, id, &loc).await?,
             None => self.read_blob_at(id, &loc).await?,
@@ -182,7 +194,12 @@ impl Repository {
     /// Reads a tree blob through the local cache: trees are write-once and small, and a re-backup
     /// or `ls`/`find`/`diff` reads the same ones again. Cached envelopes are authenticated on
     /// every read; a damaged cache entry is replaced from the store.
-    async fn read_tree_cached(&self, dir: &std::path::Path, id: &BlobId, loc: &BlobLocation) -> Result<Vec<u8>> {
+    async fn read_tree_cached(
+        &self,
+        dir: &std::path::Path,
+        id: &BlobId,
+        loc: &BlobLocation,
+    ) -> Result<Vec<u8>> {
         let path = dir.join("trees").join(id.to_hex());
         if let Ok(sealed) = tokio::fs::read(&path).await {
             if let Ok(plain) = loc.entry(*id).open(&self.key, &sealed) {

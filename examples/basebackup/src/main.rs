@@ -9,7 +9,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use cairn::pg::basebackup::{BaseBackupInfo, BaseBackupOptions, base_backup};
-use cairn::pg::restore::{BackupSelector, PgRestoreOptions, RecoveryTarget, list_base_backups, parse_time, restore_base_backup, select_base_backup};
+use cairn::pg::restore::{
+    BackupSelector, PgRestoreOptions, RecoveryTarget, list_base_backups, parse_time,
+    restore_base_backup, select_base_backup,
+};
 use cairn::{Error, NoProgress, PasswordSource, Repository, open_storage};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -50,7 +53,11 @@ enum Command {
     /// Take a base backup of a running cluster.
     Push {
         /// libpq-style connection string.
-        #[arg(long, env = "CAIRN_PG_CONNINFO", default_value = "host=/var/run/postgresql user=postgres dbname=postgres")]
+        #[arg(
+            long,
+            env = "CAIRN_PG_CONNINFO",
+            default_value = "host=/var/run/postgresql user=postgres dbname=postgres"
+        )]
         conninfo: String,
         /// The data directory (default: asked from the server).
         #[arg(long)]
@@ -67,6 +74,20 @@ enum Command {
         /// Tags.
         #[arg(long = "tag")]
         tags: Vec<String>,
+    },
+    /// Forget base backups outside the retention policy, then delete the WAL no remaining base
+    /// backup needs. (Run `cairn-files prune` afterwards to free the forgotten backups' data.)
+    Expire {
+        /// Keep point-in-time recovery for this long (e.g. 30d): every base backup inside the
+        /// window plus the newest one before it.
+        #[arg(long)]
+        recovery_window: Option<String>,
+        /// Also keep the N newest base backups.
+        #[arg(long, default_value_t = 0)]
+        keep_last: u32,
+        /// Only print what would be removed.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// List base backups.
     List,
@@ -134,7 +155,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if json {
-                println!("{}", json!({"error": e.to_string(), "exit_code": e.exit_code()}));
+                println!(
+                    "{}",
+                    json!({"error": e.to_string(), "exit_code": e.exit_code()})
+                );
             } else {
                 eprintln!("cairn-basebackup: {e}");
             }
@@ -144,14 +168,17 @@ fn main() -> ExitCode {
 }
 
 async fn open(g: &Global) -> cairn::Result<Repository> {
-    let location = g
-        .repo
-        .clone()
-        .ok_or_else(|| Error::Invalid("no repository given: use --repo or set CAIRN_REPOSITORY".into()))?;
+    let location = g.repo.clone().ok_or_else(|| {
+        Error::Invalid("no repository given: use --repo or set CAIRN_REPOSITORY".into())
+    })?;
     let storage = open_storage(&location)?;
     if let Some(k) = &g.key_file {
         let w = cairn::pg::wal::open_with_key_file(storage, k).await?;
-        return Ok(Repository::from_key(w.storage().clone(), w.key().clone(), w.config().clone()));
+        return Ok(Repository::from_key(
+            w.storage().clone(),
+            w.key().clone(),
+            w.config().clone(),
+        ));
     }
     let source = if let Some(f) = &g.password_file {
         PasswordSource::File(f.clone())
@@ -221,13 +248,80 @@ async fn run(cli: Cli) -> cairn::Result<()> {
                 }
             }
         }
+        Command::Expire {
+            recovery_window,
+            keep_last,
+            dry_run,
+        } => {
+            let mut p = cairn::forget::KeepPolicy::default();
+            p.last = keep_last;
+            p.now_secs = cairn::repo::now().secs;
+            p.recovery_window_secs = match recovery_window {
+                Some(w) => Some(parse_window(&w)?),
+                None => None,
+            };
+            let all = repo.list_snapshots().await?;
+            let bases: Vec<_> = all
+                .into_iter()
+                .filter(|(_, s)| s.kind == cairn::format::SnapshotKind::PgBaseBackup)
+                .collect();
+            if p.is_empty() {
+                return Err(Error::Invalid(
+                    "give --recovery-window and/or --keep-last".into(),
+                ));
+            }
+            let by = cairn::forget::GroupBy {
+                host: false,
+                paths: true,
+                kind: true,
+            };
+            let decisions = cairn::forget::apply(&bases, &p, by);
+            let removed = if dry_run {
+                Vec::new()
+            } else {
+                cairn::forget::forget(&repo, &decisions).await?
+            };
+            let wal = cairn::pg::retention::prune_wal(&repo, dry_run).await?;
+            if g.json {
+                let d: Vec<_> = decisions
+                    .iter()
+                    .map(|d| json!({"id": d.id.to_hex(), "time": d.time, "keep": d.keep, "reasons": d.reasons}))
+                    .collect();
+                println!(
+                    "{}",
+                    json!({"dry_run": dry_run, "base_backups": d, "forgotten": removed.len(),
+                           "wal_deleted": wal.deleted, "wal_bytes": wal.bytes})
+                );
+            } else {
+                for d in &decisions {
+                    let v = if d.keep {
+                        format!("keep ({})", d.reasons.join(", "))
+                    } else {
+                        "forget".into()
+                    };
+                    println!("{}  stopped {}  {v}", d.id.short(), d.time);
+                }
+                let verb = if dry_run { "would delete" } else { "deleted" };
+                println!(
+                    "{verb} {} WAL files ({} bytes stored)",
+                    wal.deleted.len(),
+                    wal.bytes
+                );
+            }
+        }
         Command::List => {
             let all = list_base_backups(&repo, None).await?;
             if g.json {
-                let v: Vec<_> = all.iter().map(|(id, s, i)| info_json(&id.to_hex(), i, s)).collect();
+                let v: Vec<_> = all
+                    .iter()
+                    .map(|(id, s, i)| info_json(&id.to_hex(), i, s))
+                    .collect();
                 println!("{}", serde_json::Value::Array(v));
             } else {
-                println!("{:<10} {:<12} {:<26} {:<14} {:<14} {:>14}", "id", "stop (unix)", "system id", "start lsn", "stop lsn", "bytes");
+                println!(
+                    "{:<10} {:<12} {:<26} {:<14} {:<14} {:>14}",
+                    "id", "stop (unix)", "system id", "start lsn", "stop lsn", "bytes"
+                );
                 for (id, s, i) in all {
                     println!(
                         "{:<10} {:<12} {:<26} {:<14} {:<14} {:>14}",
@@ -242,7 +336,11 @@ async fn run(cli: Cli) -> cairn::Result<()> {
             }
         }
         Command::Show { id } => {
-            let sel = if id == "latest" { BackupSelector::Latest } else { BackupSelector::Id(id) };
+            let sel = if id == "latest" {
+                BackupSelector::Latest
+            } else {
+                BackupSelector::Id(id)
+            };
             let (id, s, info) = select_base_backup(&repo, &sel, None).await?;
             let v = info_json(&id.to_hex(), &info, &s);
             if g.json {
@@ -301,7 +399,8 @@ async fn run(cli: Cli) -> cairn::Result<()> {
                     .ok_or_else(|| Error::Invalid(format!("--tablespace {t:?}: use OID=DIR")))?;
                 o.tablespace_map.push((oid.to_owned(), PathBuf::from(dir)));
             }
-            let out = restore_base_backup(&repo, &snapshot, &target, &o, Arc::new(NoProgress)).await?;
+            let out =
+                restore_base_backup(&repo, &snapshot, &target, &o, Arc::new(NoProgress)).await?;
             if g.json {
                 println!(
                     "{}",
@@ -309,7 +408,13 @@ async fn run(cli: Cli) -> cairn::Result<()> {
                            "bytes": out.bytes, "errors": out.errors})
                 );
             } else {
-                println!("restored base backup {} into {} ({} files, {} bytes)", sid.short(), target.display(), out.files, out.bytes);
+                println!(
+                    "restored base backup {} into {} ({} files, {} bytes)",
+                    sid.short(),
+                    target.display(),
+                    out.files,
+                    out.bytes
+                );
                 for e in &out.errors {
                     eprintln!("error: {e}");
                 }
@@ -339,7 +444,8 @@ fn default_restore_command(g: &Global) -> cairn::Result<String> {
     let repo = g.repo.clone().unwrap_or_default();
     let Some(key) = &g.key_file else {
         return Err(Error::Invalid(
-            "give --key-file (the restore_command runs without a password) or --restore-command".into(),
+            "give --key-file (the restore_command runs without a password) or --restore-command"
+                .into(),
         ));
     };
     let key = std::path::absolute(key).map_err(|e| Error::io(key, e))?;
@@ -349,4 +455,23 @@ fn default_restore_command(g: &Global) -> cairn::Result<String> {
         sh_quote(&repo),
         sh_quote(&key.display().to_string())
     ))
+}
+
+/// `30d`, `12h`, `2w` -> seconds.
+fn parse_window(s: &str) -> cairn::Result<i64> {
+    let bad = || {
+        Error::Invalid(format!(
+            "duration {s:?}: use a number and one of h, d, w (e.g. 30d)"
+        ))
+    };
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = s.split_at(split);
+    let n: i64 = n.parse().map_err(|_| bad())?;
+    let unit = match unit {
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(bad()),
+    };
+    Ok(n * unit)
 }

@@ -569,7 +569,12 @@ pub(crate) async fn stats(
 }
 
 /// `check`.
-pub(crate) async fn check(repo: &Repository, all: bool, subset: Option<&str>, json: bool) -> cairn::Result<()> {
+pub(crate) async fn check(
+    repo: &Repository,
+    all: bool,
+    subset: Option<&str>,
+    json: bool,
+) -> cairn::Result<()> {
     let mut o = cairn::CheckOptions::default();
     o.read_data = match (all, subset) {
         (true, _) => cairn::ReadData::All,
@@ -578,7 +583,11 @@ pub(crate) async fn check(repo: &Repository, all: bool, subset: Option<&str>, js
                 .split_once('/')
                 .and_then(|(n, m)| Some((n.parse::<u32>().ok()?, m.parse::<u32>().ok()?)))
                 .filter(|(n, m)| *n >= 1 && n <= m)
-                .ok_or_else(|| Error::Invalid(format!("--read-data-subset {s:?}: use N/M with 1 <= N <= M")))?;
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "--read-data-subset {s:?}: use N/M with 1 <= N <= M"
+                    ))
+                })?;
             cairn::ReadData::Subset(n, m)
         }
         (false, None) => cairn::ReadData::None,
@@ -602,7 +611,10 @@ pub(crate) async fn check(repo: &Repository, all: bool, subset: Option<&str>, js
             report.snapshots, report.packs, report.packs_read, report.bytes_read, report.blobs
         );
         if !report.unindexed_packs.is_empty() {
-            println!("{} packs are in no index (left by interrupted backups; prune removes them)", report.unindexed_packs.len());
+            println!(
+                "{} packs are in no index (left by interrupted backups; prune removes them)",
+                report.unindexed_packs.len()
+            );
         }
         for p in &report.problems {
             eprintln!("error: {}: {}", p.object, p.message);
@@ -625,7 +637,11 @@ pub(crate) async fn check(repo: &Repository, all: bool, subset: Option<&str>, js
 }
 
 /// `prune`.
-pub(crate) async fn prune(repo: &Repository, o: &cairn::prune::PruneOptions, json: bool) -> cairn::Result<()> {
+pub(crate) async fn prune(
+    repo: &Repository,
+    o: &cairn::prune::PruneOptions,
+    json: bool,
+) -> cairn::Result<()> {
     let r = cairn::prune::prune(repo, o, std::sync::Arc::new(cairn::NoProgress)).await?;
     if json {
         println!(
@@ -659,12 +675,23 @@ pub(crate) async fn prune(repo: &Repository, o: &cairn::prune::PruneOptions, jso
 
 /// `repair index`.
 pub(crate) async fn repair_index(repo: &Repository, json: bool) -> cairn::Result<()> {
-    let r = cairn::check::repair::repair_index(repo, std::sync::Arc::new(cairn::NoProgress)).await?;
+    let r =
+        cairn::check::repair::repair_index(repo, std::sync::Arc::new(cairn::NoProgress)).await?;
     if json {
-        let bad: Vec<_> = r.unreadable.iter().map(|(p, e)| serde_json::json!({"pack": p.to_hex(), "error": e})).collect();
-        println!("{}", serde_json::json!({"packs": r.packs, "blobs": r.blobs, "replaced": r.replaced, "unreadable": bad}));
+        let bad: Vec<_> = r
+            .unreadable
+            .iter()
+            .map(|(p, e)| serde_json::json!({"pack": p.to_hex(), "error": e}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"packs": r.packs, "blobs": r.blobs, "replaced": r.replaced, "unreadable": bad})
+        );
     } else {
-        println!("indexed {} blobs from {} packs, replacing {} index files", r.blobs, r.packs, r.replaced);
+        println!(
+            "indexed {} blobs from {} packs, replacing {} index files",
+            r.blobs, r.packs, r.replaced
+        );
         for (p, e) in &r.unreadable {
             eprintln!("error: pack {}: {e}", p.short());
         }
@@ -674,7 +701,11 @@ pub(crate) async fn repair_index(repo: &Repository, json: bool) -> cairn::Result
 
 /// `30d`, `12h`, `2w`, `90m`, `1y` -> seconds.
 pub(crate) fn parse_duration(s: &str) -> cairn::Result<i64> {
-    let bad = || Error::Invalid(format!("duration {s:?}: use a number and one of s, m, h, d, w, y (e.g. 30d)"));
+    let bad = || {
+        Error::Invalid(format!(
+            "duration {s:?}: use a number and one of s, m, h, d, w, y (e.g. 30d)"
+        ))
+    };
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
     let n: i64 = num.parse().map_err(|_| bad())?;
     let unit = match unit {
@@ -721,13 +752,20 @@ pub(crate) async fn forget(
     json: bool,
 ) -> cairn::Result<()> {
     let decisions = cairn::forget::plan(repo, policy, by).await?;
-    let removed = if dry_run { Vec::new() } else { cairn::forget::forget(repo, &decisions).await? };
+    let removed = if dry_run {
+        Vec::new()
+    } else {
+        cairn::forget::forget(repo, &decisions).await?
+    };
     if json {
         let v: Vec<_> = decisions
             .iter()
             .map(|d| serde_json::json!({"id": d.id.to_hex(), "time": d.time, "group": d.group, "keep": d.keep, "reasons": d.reasons}))
             .collect();
-        println!("{}", serde_json::json!({"dry_run": dry_run, "decisions": v, "removed": removed.len()}));
+        println!(
+            "{}",
+            serde_json::json!({"dry_run": dry_run, "decisions": v, "removed": removed.len()})
+        );
     } else {
         let mut group = None;
         for d in &decisions {
@@ -735,14 +773,30 @@ pub(crate) async fn forget(
                 println!("{}", d.group);
                 group = Some(&d.group);
             }
-            let verdict = if d.keep { format!("keep ({})", d.reasons.join(", ")) } else { "forget".into() };
-            println!("  {}  {}  {verdict}", d.id.short(), iso_utc(cairn::format::Timestamp { secs: d.time, nanos: 0 }));
+            let verdict = if d.keep {
+                format!("keep ({})", d.reasons.join(", "))
+            } else {
+                "forget".into()
+            };
+            println!(
+                "  {}  {}  {verdict}",
+                d.id.short(),
+                iso_utc(cairn::format::Timestamp {
+                    secs: d.time,
+                    nanos: 0
+                })
+            );
         }
         let n = decisions.iter().filter(|d| !d.keep).count();
         if dry_run {
-            println!("would forget {n} snapshot(s); run without --dry-run to do it, then prune to free space");
+            println!(
+                "would forget {n} snapshot(s); run without --dry-run to do it, then prune to free space"
+            );
         } else {
-            println!("forgot {} snapshot(s); run prune to free their data", removed.len());
+            println!(
+                "forgot {} snapshot(s); run prune to free their data",
+                removed.len()
+            );
         }
     }
     Ok(())

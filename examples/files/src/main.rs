@@ -497,7 +497,9 @@ async fn run(cli: Cli) -> cairn::Result<u8> {
         Command::Check {
             read_data,
             read_data_subset,
-        } => commands::check(&repo, *read_data, read_data_subset.as_deref(), g.json).await.map(|()| 0),
+        } => commands::check(&repo, *read_data, read_data_subset.as_deref(), g.json)
+            .await
+            .map(|()| 0),
         Command::Prune {
             grace,
             repack_below,
@@ -509,7 +511,9 @@ async fn run(cli: Cli) -> cairn::Result<u8> {
             o.dry_run = *dry_run;
             commands::prune(&repo, &o, g.json).await.map(|()| 0)
         }
-        Command::Repair(RepairCommand::Index) => commands::repair_index(&repo, g.json).await.map(|()| 0),
+        Command::Repair(RepairCommand::Index) => {
+            commands::repair_index(&repo, g.json).await.map(|()| 0)
+        }
         Command::Forget {
             keep_last,
             keep_hourly,
@@ -530,7 +534,10 @@ async fn run(cli: Cli) -> cairn::Result<u8> {
             p.weekly = *keep_weekly;
             p.monthly = *keep_monthly;
             p.yearly = *keep_yearly;
-            p.within_secs = keep_within.as_deref().map(commands::parse_duration).transpose()?;
+            p.within_secs = keep_within
+                .as_deref()
+                .map(commands::parse_duration)
+                .transpose()?;
             p.tags = keep_tags.clone();
             p.tz_offset_secs = commands::parse_offset(tz)?;
             let by = cairn::forget::GroupBy {
@@ -538,7 +545,9 @@ async fn run(cli: Cli) -> cairn::Result<u8> {
                 paths: group_by.contains("paths"),
                 kind: group_by.contains("kind"),
             };
-            commands::forget(&repo, &p, by, *dry_run, g.json).await.map(|()| 0)
+            commands::forget(&repo, &p, by, *dry_run, g.json)
+                .await
+                .map(|()| 0)
         }
     }
 }

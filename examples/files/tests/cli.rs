@@ -415,7 +415,12 @@ fn check_and_forget() {
     assert_eq!(code(&env.run(&["forget"])), 2);
 
     // A flipped byte in a pack is found and named by check --read-data (exit 5).
-    let pack = std::fs::read_dir(env.repo.join("data")).unwrap().next().unwrap().unwrap().path();
+    let pack = std::fs::read_dir(env.repo.join("data"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let mut bytes = std::fs::read(&pack).unwrap();
     bytes[10] ^= 1;
     std::fs::write(&pack, bytes).unwrap();
@@ -425,5 +430,12 @@ fn check_and_forget() {
     let text = String::from_utf8(out.stdout).unwrap();
     let v: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     let name = pack.file_name().unwrap().to_str().unwrap();
-    assert!(v["problems"].as_array().unwrap().iter().any(|p| p["object"].as_str().unwrap().contains(name)), "{v}");
+    assert!(
+        v["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["object"].as_str().unwrap().contains(name)),
+        "{v}"
+    );
 }
