@@ -29,3 +29,25 @@ pub async fn forget(repo: &Repository, decisions: &[Decision]) -> Result<Vec<Sna
     }
     Ok(removed)
 }
+
+/// Changes a snapshot's tags (e.g. adds [`PERMANENT_TAG`]): writes the changed snapshot as a new
+/// object, then deletes the old one. Returns the new id (snapshot ids hash their content).
+pub async fn retag(
+    repo: &Repository,
+    id: &SnapshotId,
+    add: &[String],
+    remove: &[String],
+) -> Result<SnapshotId> {
+    let mut s = repo.read_snapshot(id).await?;
+    s.tags.retain(|t| !remove.contains(t));
+    for t in add {
+        if !s.tags.contains(t) {
+            s.tags.push(t.clone());
+        }
+    }
+    let new = repo.save_snapshot(&s).await?;
+    if new != *id {
+        repo.storage().delete(&snapshot_name(id)).await?;
+    }
+    Ok(new)
+}

@@ -204,6 +204,17 @@ data, or files that could not be created); they are listed, the rest is restored
     /// Repair the repository.
     #[command(subcommand)]
     Repair(RepairCommand),
+    /// Add or remove tags of a snapshot (`--add permanent` protects it from forget).
+    Tag {
+        /// The snapshot.
+        snapshot: String,
+        /// Tags to add.
+        #[arg(long = "add")]
+        add: Vec<String>,
+        /// Tags to remove.
+        #[arg(long = "remove")]
+        remove: Vec<String>,
+    },
     /// Forget snapshots by retention policy (data is freed later by prune).
     Forget {
         /// Keep the N newest.
@@ -513,6 +524,23 @@ async fn run(cli: Cli) -> cairn::Result<u8> {
         }
         Command::Repair(RepairCommand::Index) => {
             commands::repair_index(&repo, g.json).await.map(|()| 0)
+        }
+        Command::Tag {
+            snapshot,
+            add,
+            remove,
+        } => {
+            let (id, _) = repo.find_snapshot(snapshot).await?;
+            let new = cairn::forget::retag(&repo, &id, add, remove).await?;
+            if g.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"old": id.to_hex(), "new": new.to_hex()})
+                );
+            } else {
+                println!("snapshot {} is now {}", id.short(), new.short());
+            }
+            Ok(0)
         }
         Command::Forget {
             keep_last,

@@ -411,6 +411,23 @@ fn check_and_forget() {
     let done = env.json(&["forget", "--keep-last", "1"]);
     assert_eq!(done["removed"], 1);
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
+    // A permanent snapshot survives any policy.
+    let id = env.json(&["snapshots"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tagged = env.json(&["tag", &id, "--add", "permanent"]);
+    std::fs::write(src.join("c"), b"third").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    env.ok(&["forget", "--keep-last", "1"]);
+    let left = env.json(&["snapshots"]);
+    assert_eq!(left.as_array().unwrap().len(), 2, "{left}");
+    assert!(
+        left.as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == tagged["new"])
+    );
     // No rule at all is refused rather than forgetting everything.
     assert_eq!(code(&env.run(&["forget"])), 2);
 
