@@ -219,18 +219,23 @@ async fn concurrent_backups_and_prune_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let repo = new_repo(dir.path()).await;
     let storage = repo.storage().clone();
-    let grace = 2; // seconds: longer than one backup here
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // Longer than one backup here, even on a loaded machine; a backup that still outlives it
+    // refuses to write its snapshot (and is retried).
+    let grace = 4;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let writers_done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut writers = Vec::new();
     for w in 0..2u64 {
         let storage = storage.clone();
+        let writers_done = writers_done.clone();
         let src = dir.path().join(format!("src{w}"));
         writers.push(tokio::spawn(async move {
             let repo = Repository::open(storage, b"pw").await.unwrap();
             let mut done: Vec<(cairn::format::SnapshotId, BlobId, BTreeMap<PathBuf, u64>)> =
                 Vec::new();
             let mut round = 0u64;
-            while Instant::now() < deadline {
+            // Until four snapshots of this writer landed (or the deadline).
+            while done.len() < 4 && Instant::now() < deadline {
                 round += 1;
                 std::fs::create_dir_all(&src).unwrap();
                 let mut expect = BTreeMap::new();
@@ -261,15 +266,21 @@ async fn concurrent_backups_and_prune_lose_nothing() {
                     Err(e) => panic!("backup failed: {e}"),
                 }
             }
+            writers_done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             done
         }));
     }
     let pruner = {
         let storage = storage.clone();
+        let writers_done = writers_done.clone();
         tokio::spawn(async move {
             let repo = Repository::open(storage, b"pw").await.unwrap();
             let mut runs = 0;
-            while Instant::now() < deadline {
+            // Prune as long as backups run, and at least three times.
+            while runs < 3
+                || (writers_done.load(std::sync::atomic::Ordering::SeqCst) < 2
+                    && Instant::now() < deadline)
+            {
                 // Forget all but the newest three snapshots per group, then prune.
                 let mut p = cairn::forget::KeepPolicy::default();
                 p.last = 3;
@@ -292,7 +303,7 @@ async fn concurrent_backups_and_prune_lose_nothing() {
     }
     let runs = pruner.await.unwrap();
     assert!(
-        runs >= 3 && finished.len() >= 6,
+        runs >= 3 && finished.len() == 8,
         "runs {runs}, snapshots {}",
         finished.len()
     );
