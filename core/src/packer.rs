@@ -149,7 +149,10 @@ impl Packer {
                 BlobType::Tree => (&mut open.tree, 1, self.repo.config().tree_pack_target),
             };
             if packs.len() < want {
-                let cap = (target as usize).min(1 << 20);
+                // Reserved address space, not memory: pages count only once written, and the
+                // pack never reallocates (which would briefly double it).
+                let cap =
+                    target as usize + self.repo.config().chunker.max_size as usize + (1 << 20);
                 packs.push(PackBuilder::new(&self.key, blob_type, cap));
             }
             let i = rand::thread_rng().gen_range(0..packs.len());
@@ -262,10 +265,12 @@ async fn upload_loop(
     let stream =
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|p| (p, rx)) });
     let uploads = stream
-        .map(|pack| {
+        .map(|mut pack| {
             let repo = repo.clone();
             async move {
-                with_retries(|| repo.write_pack(&pack)).await?;
+                // Move the bytes out once; every retry shares them.
+                let bytes = bytes::Bytes::from(std::mem::take(&mut pack.bytes));
+                with_retries(|| repo.write_pack_bytes(&pack.id, bytes.clone())).await?;
                 Ok::<_, Error>(pack)
             }
         })

@@ -384,7 +384,7 @@ fn stream_tree(
     reader: &mut dyn Read,
     _old: Option<BlobId>,
 ) -> Result<BlobId> {
-    let (content, size) = ctx.store_stream(reader, None)?;
+    let (content, size) = ctx.store_stream(reader, None, None)?;
     let mut node = Node::new(name.as_bytes().to_vec(), NodeKind::File);
     let t = now();
     node.mode = 0o600;

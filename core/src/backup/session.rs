@@ -114,7 +114,7 @@ impl BackupSession {
     pub async fn file(&self, name: &str, data: Vec<u8>, mode: u32) -> Result<Node> {
         let name = name.to_owned();
         self.run(move |ctx| {
-            let (content, size) = ctx.store_stream(&mut std::io::Cursor::new(data), None)?;
+            let (content, size) = ctx.store_stream(&mut std::io::Cursor::new(data), None, None)?;
             let mut node = Node::new(name.into_bytes(), NodeKind::File);
             let t = now();
             node.mode = mode;

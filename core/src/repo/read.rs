@@ -225,9 +225,14 @@ impl Repository {
 
     /// Writes a finished pack (never overwriting).
     pub async fn write_pack(&self, pack: &FinishedPack) -> Result<PutOutcome> {
-        self.storage
-            .put_new(&pack_name(&pack.id), Bytes::from(pack.bytes.clone()))
+        self.write_pack_bytes(&pack.id, Bytes::from(pack.bytes.clone()))
             .await
+    }
+
+    /// Writes a pack's bytes under its id (never overwriting); `Bytes` clones are cheap, so
+    /// retries do not copy the pack.
+    pub async fn write_pack_bytes(&self, id: &PackId, bytes: Bytes) -> Result<PutOutcome> {
+        self.storage.put_new(&pack_name(id), bytes).await
     }
 
     /// Seals and writes an index file; returns its id.

@@ -184,8 +184,9 @@ data, or files that could not be created); they are listed, the rest is restored
         /// Read and verify every pack.
         #[arg(long)]
         read_data: bool,
-        /// Read subset N/M of the packs (e.g. 1/7 on Mondays, 2/7 on Tuesdays, ...).
-        #[arg(long, value_name = "N/M", conflicts_with = "read_data")]
+        /// Read subset N/M of the packs (e.g. 1/7 on Mondays, 2/7 on Tuesdays, ...), or a
+        /// percentage (`10%`) or an amount (`2G`) of packs chosen at random.
+        #[arg(long, value_name = "N/M|P%|SIZE", conflicts_with = "read_data")]
         read_data_subset: Option<String>,
     },
     /// Free the space of data no snapshot references (safe while backups run: packs are
@@ -369,12 +370,10 @@ fn main() -> ExitCode {
 }
 
 fn password(g: &Global) -> cairn::Result<Vec<u8>> {
-    let source = if let Some(f) = &g.password_file {
-        PasswordSource::File(f.clone())
-    } else if let Some(c) = &g.password_command {
-        PasswordSource::Command(c.clone())
-    } else if let Ok(p) = std::env::var("CAIRN_PASSWORD") {
-        PasswordSource::Literal(p)
+    let given =
+        PasswordSource::from_options(g.password_file.as_deref(), g.password_command.as_deref());
+    let source = if let Some(s) = given {
+        s
     } else {
         let p = rpassword::prompt_password("repository password: ").map_err(|e| {
             Error::Invalid(format!(
@@ -444,13 +443,14 @@ async fn run(cli: Cli) -> cairn::Result<u8> {
         }
         return Ok(0);
     }
-    let mut repo = Repository::open(storage, &password(g)?)
-        .await?
-        .with_cache(if g.no_cache {
+    let mut repo = Repository::open(storage, &password(g)?).await?.with_cache(
+        if g.no_cache || is_local(&location) {
+            // A local repository is as fast to read as a cache of it.
             None
         } else {
             Repository::default_cache_dir()
-        });
+        },
+    );
     match &cli.command {
         Command::Init { .. } => Ok(0),
         Command::Config => {
@@ -689,4 +689,12 @@ fn print_config(repo: &Repository) {
         c.data_pack_target, c.tree_pack_target
     );
     println!("opened with key   {}", repo.key_id().short());
+}
+
+/// True for repositories on the local file system (a path or `file://`).
+fn is_local(location: &str) -> bool {
+    match location.split_once("://") {
+        None => true,
+        Some((scheme, _)) => scheme.eq_ignore_ascii_case("file"),
+    }
 }
