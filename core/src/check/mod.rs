@@ -66,6 +66,8 @@ pub struct CheckReport {
     pub bytes_read: u64,
     /// Blobs in the index.
     pub blobs: u64,
+    /// PostgreSQL clusters whose archived WAL was checked for continuity.
+    pub wal_systems: u64,
     /// Packs in the store that no index lists (left by interrupted backups; prune removes them).
     pub unindexed_packs: Vec<PackId>,
     /// Problems: empty means the repository is sound.
@@ -166,6 +168,9 @@ pub async fn check(
         progress.items_done(1);
     }
     progress.finish("check trees");
+
+    // WAL continuity, per cluster, from its oldest base backup's start on.
+    check_wal(repo, &mut report).await?;
 
     // Read data.
     let mut chosen: Vec<PackId> = select(&options.read_data, &sizes);
@@ -371,4 +376,40 @@ impl From<Problem> for Error {
     fn from(p: Problem) -> Self {
         Error::Invalid(format!("{}: {}", p.object, p.message))
     }
+}
+
+/// Adds a problem for every gap in the archived WAL of each cluster that has base backups,
+/// counted from the oldest base backup's first segment (older WAL is not needed).
+async fn check_wal(repo: &Repository, report: &mut CheckReport) -> Result<()> {
+    use crate::pg::wal::{WalRepo, list_systems, verify};
+    let wal = WalRepo::from(repo);
+    let systems = list_systems(&wal).await?;
+    if systems.is_empty() {
+        return Ok(());
+    }
+    let backups = crate::pg::restore::list_base_backups(repo, None).await?;
+    for sysid in systems {
+        let from = backups
+            .iter()
+            .filter(|(_, _, i)| i.system_identifier == sysid)
+            .filter_map(|(_, _, i)| cairn_format::wal::SegmentName::parse(&i.start_wal).ok())
+            .min_by_key(|s| (s.timeline, s.log, s.seg));
+        let v = verify(&wal, sysid, from).await?;
+        report.wal_systems += 1;
+        for t in &v.timelines {
+            for g in &t.gaps {
+                report.problem(
+                    format!("wal/{sysid:016x}"),
+                    format!(
+                        "timeline {}: {} segment(s) missing, {} .. {}",
+                        t.timeline, g.count, g.first, g.last
+                    ),
+                );
+            }
+        }
+        for p in &v.problems {
+            report.problem(format!("wal/{sysid:016x}"), p.clone());
+        }
+    }
+    Ok(())
 }

@@ -578,6 +578,24 @@ pub(crate) async fn check(
     let mut o = cairn::CheckOptions::default();
     o.read_data = match (all, subset) {
         (true, _) => cairn::ReadData::All,
+        (false, Some(s)) if s.ends_with('%') => {
+            let p: f64 = s
+                .trim_end_matches('%')
+                .parse()
+                .ok()
+                .filter(|p: &f64| (0.0..=100.0).contains(p))
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "--read-data-subset {s:?}: a percentage is 0% to 100%"
+                    ))
+                })?;
+            cairn::ReadData::Percent(p)
+        }
+        (false, Some(s)) if !s.contains('/') => {
+            let n = crate::text::parse_size(s)
+                .map_err(|e| Error::Invalid(format!("--read-data-subset {s:?}: {e}")))?;
+            cairn::ReadData::Bytes(n)
+        }
         (false, Some(s)) => {
             let (n, m) = s
                 .split_once('/')

@@ -401,6 +401,34 @@ fn check_and_forget() {
     let report = env.json(&["check", "--read-data"]);
     assert_eq!(report["ok"], true, "{report}");
     assert!(report["packs_read"].as_u64().unwrap() >= 2, "{report}");
+    let all = report["packs"].as_u64().unwrap();
+    assert_eq!(
+        env.json(&["check", "--read-data-subset", "100%"])["packs_read"]
+            .as_u64()
+            .unwrap(),
+        all
+    );
+    assert_eq!(
+        env.json(&["check", "--read-data-subset", "0%"])["packs_read"]
+            .as_u64()
+            .unwrap(),
+        0
+    );
+    assert!(
+        env.json(&["check", "--read-data-subset", "1K"])["packs_read"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    let halves: u64 = ["1/2", "2/2"]
+        .iter()
+        .map(|s| {
+            env.json(&["check", "--read-data-subset", s])["packs_read"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(halves, all, "the subsets of 2 cover every pack once");
 
     // Dry run keeps everything; the real run forgets the older snapshot.
     let plan = env.json(&["forget", "--keep-last", "1", "--dry-run"]);
