@@ -19,6 +19,24 @@ pub enum PasswordSource {
 }
 
 impl PasswordSource {
+    /// The source command-line tools use: the password file when given, else the password
+    /// command, else the `CAIRN_PASSWORD` environment variable. `None` when none is set (the
+    /// caller may then prompt on a terminal, or fail).
+    pub fn from_options(file: Option<&str>, command: Option<&str>) -> Option<Self> {
+        Self::first_of(file, command, std::env::var("CAIRN_PASSWORD").ok())
+    }
+
+    /// [`Self::from_options`] with the environment variable's value passed in.
+    fn first_of(file: Option<&str>, command: Option<&str>, env: Option<String>) -> Option<Self> {
+        if let Some(f) = file {
+            Some(Self::File(f.to_owned()))
+        } else if let Some(c) = command {
+            Some(Self::Command(c.to_owned()))
+        } else {
+            env.map(Self::Literal)
+        }
+    }
+
     /// Reads the password.
     pub fn read(&self) -> Result<Zeroizing<Vec<u8>>> {
         let mut raw = Zeroizing::new(match self {
@@ -87,5 +105,38 @@ mod tests {
             PasswordSource::File("/nonexistent/pw".into()).read(),
             Err(Error::Io { .. })
         ));
+    }
+
+    #[test]
+    fn file_then_command_then_environment() {
+        let env = || Some("lit".to_owned());
+        assert_eq!(
+            PasswordSource::first_of(Some("f"), Some("c"), env()),
+            Some(PasswordSource::File("f".into()))
+        );
+        assert_eq!(
+            PasswordSource::first_of(None, Some("c"), env()),
+            Some(PasswordSource::Command("c".into()))
+        );
+        assert_eq!(
+            PasswordSource::first_of(None, None, env()),
+            Some(PasswordSource::Literal("lit".into()))
+        );
+        assert_eq!(PasswordSource::first_of(None, None, None), None);
+        // The public entry point reads `CAIRN_PASSWORD` only when neither option is given.
+        assert_eq!(
+            PasswordSource::from_options(Some("f"), None),
+            Some(PasswordSource::File("f".into()))
+        );
+        assert_eq!(
+            PasswordSource::from_options(None, Some("c")),
+            Some(PasswordSource::Command("c".into()))
+        );
+        assert_eq!(
+            PasswordSource::from_options(None, None),
+            std::env::var("CAIRN_PASSWORD")
+                .ok()
+                .map(PasswordSource::Literal)
+        );
     }
 }

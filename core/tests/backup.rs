@@ -9,58 +9,21 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use cairn::format::{KdfParams, NodeKind};
-use cairn::{
-    BackupOptions, BackupSource, Error, InitOptions, NoProgress, ParentChoice, Repository, backup,
-    open_storage,
-};
+use cairn::format::NodeKind;
+use cairn::{BackupOptions, BackupSource, Error, NoProgress, ParentChoice, Repository, backup};
+use cairn_testkit::{init_repo, pseudo_random, read_node, resolve, small_options};
 
 async fn repo(dir: &Path) -> Repository {
-    let mut o = InitOptions::default();
-    o.kdf = KdfParams::INSECURE_FOR_TESTS;
-    let mut chunker = o.chunker;
-    chunker.min_size = 16 * 1024;
-    chunker.avg_size = 64 * 1024;
-    chunker.max_size = 256 * 1024;
-    o.chunker = chunker;
-    o.data_pack_target = 512 * 1024;
-    o.tree_pack_target = 128 * 1024;
-    Repository::init(
-        open_storage(dir.join("repo").to_str().unwrap()).unwrap(),
-        b"pw",
-        o,
-    )
-    .await
-    .unwrap()
+    init_repo(dir, small_options(512 * 1024, 128 * 1024)).await
 }
 
 /// Reads a file's content back from its snapshot node.
 async fn content(repo: &Repository, root: cairn::format::BlobId, path: &Path) -> Vec<u8> {
-    let node = cairn::walk::resolve(repo, root, path.to_str().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let node = resolve(repo, root, path).await;
     assert_eq!(node.kind, NodeKind::File);
-    let mut out = Vec::new();
-    for id in &node.content {
-        out.extend(repo.read_blob(id).await.unwrap());
-    }
+    let out = read_node(repo, &node).await;
     assert_eq!(out.len() as u64, node.size);
     out
-}
-
-fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

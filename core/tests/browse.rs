@@ -11,48 +11,20 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use cairn::format::{KdfParams, NodeKind, Snapshot, SnapshotId};
+use cairn::format::{NodeKind, Snapshot, SnapshotId};
 use cairn::storage::CountingStorage;
 use cairn::{
-    BackupOptions, BackupSource, ChangeKind, Error, FindOptions, InitOptions, NoProgress,
-    Repository, StatsMode, backup, diff, find, ls, open_storage, stats,
+    BackupOptions, BackupSource, ChangeKind, Error, FindOptions, NoProgress, Repository, StatsMode,
+    backup, diff, find, ls, stats,
 };
+use cairn_testkit::{init_repo, pseudo_random, small_options};
 use filetime::FileTime;
 
 const T0: i64 = 1_600_000_000;
 const T1: i64 = 1_700_000_000;
 
 async fn repo(dir: &Path) -> Repository {
-    let mut o = InitOptions::default();
-    o.kdf = KdfParams::INSECURE_FOR_TESTS;
-    let mut chunker = o.chunker;
-    chunker.min_size = 16 * 1024;
-    chunker.avg_size = 64 * 1024;
-    chunker.max_size = 256 * 1024;
-    o.chunker = chunker;
-    o.data_pack_target = 512 * 1024;
-    o.tree_pack_target = 128 * 1024;
-    Repository::init(
-        open_storage(dir.join("repo").to_str().unwrap()).unwrap(),
-        b"pw",
-        o,
-    )
-    .await
-    .unwrap()
-}
-
-fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    init_repo(dir, small_options(512 * 1024, 128 * 1024)).await
 }
 
 fn write(path: &Path, data: &[u8], mode: u32, mtime: i64) {

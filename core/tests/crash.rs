@@ -11,37 +11,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use cairn::format::{BlobId, KdfParams};
 use cairn::storage::FaultyStorage;
-use cairn::{
-    BackupOptions, BackupSource, CheckOptions, InitOptions, NoProgress, ReadData, Repository,
-    Storage,
-};
-use cairn::{backup, check, open_storage};
+use cairn::{BackupOptions, BackupSource, InitOptions, NoProgress, Repository, Storage};
+use cairn::{backup, open_storage};
+use cairn_testkit::{assert_clean, noise, read_file, small_options};
 
 fn options() -> InitOptions {
-    let mut o = InitOptions::default();
-    o.kdf = KdfParams::INSECURE_FOR_TESTS;
-    let mut c = o.chunker;
-    c.min_size = 16 * 1024;
-    c.avg_size = 64 * 1024;
-    c.max_size = 256 * 1024;
-    o.chunker = c;
-    o.data_pack_target = 256 * 1024;
-    o.tree_pack_target = 64 * 1024;
-    o
-}
-
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
+    small_options(256 * 1024, 64 * 1024)
 }
 
 /// A tree of `files` random files of `size` bytes each.
@@ -51,30 +27,6 @@ fn make_tree(root: &Path, files: usize, size: usize, seed: u64) {
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join(format!("f{i}")), noise(size, seed + i as u64)).unwrap();
     }
-}
-
-async fn assert_clean(repo: &Repository) {
-    let mut o = CheckOptions::default();
-    o.read_data = ReadData::All;
-    let report = check(repo, &o, Arc::new(NoProgress)).await.unwrap();
-    assert!(
-        report.is_ok(),
-        "check found problems: {:#?}",
-        report.problems
-    );
-}
-
-/// Every file of every snapshot reads back equal to `expected` (path -> content) when given.
-async fn read_file(repo: &Repository, root: BlobId, path: &Path) -> Vec<u8> {
-    let node = cairn::walk::resolve(repo, root, path.to_str().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut out = Vec::new();
-    for id in &node.content {
-        out.extend(repo.read_blob(id).await.unwrap());
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,60 +12,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn::format::{BlobId, KdfParams};
+use cairn::format::BlobId;
 use cairn::prune::{PruneOptions, prune};
-use cairn::{
-    BackupOptions, BackupSource, CheckOptions, InitOptions, NoProgress, ReadData, Repository,
-};
-use cairn::{backup, check, open_storage};
-
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
-}
+use cairn::{BackupOptions, BackupSource, CheckOptions, NoProgress, ReadData, Repository};
+use cairn::{backup, check};
+use cairn_testkit::{check_all, init_repo, noise, read_file, small_options};
 
 async fn new_repo(dir: &Path) -> Repository {
-    let mut o = InitOptions::default();
-    o.kdf = KdfParams::INSECURE_FOR_TESTS;
-    let mut c = o.chunker;
-    c.min_size = 16 * 1024;
-    c.avg_size = 64 * 1024;
-    c.max_size = 256 * 1024;
-    o.chunker = c;
-    o.data_pack_target = 256 * 1024;
-    o.tree_pack_target = 64 * 1024;
-    Repository::init(
-        open_storage(dir.join("repo").to_str().unwrap()).unwrap(),
-        b"pw",
-        o,
-    )
-    .await
-    .unwrap()
-}
-
-async fn read_file(repo: &Repository, root: BlobId, path: &Path) -> Vec<u8> {
-    let node = cairn::walk::resolve(repo, root, path.to_str().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut out = Vec::new();
-    for id in &node.content {
-        out.extend(repo.read_blob(id).await.unwrap());
-    }
-    out
-}
-
-async fn report(repo: &Repository) -> cairn::CheckReport {
-    let mut o = CheckOptions::default();
-    o.read_data = ReadData::All;
-    check(repo, &o, Arc::new(NoProgress)).await.unwrap()
+    init_repo(dir, small_options(256 * 1024, 64 * 1024)).await
 }
 
 fn no_grace() -> PruneOptions {
@@ -148,9 +102,9 @@ async fn prune_after_forget_frees_exactly_the_forgotten_data() {
         .await
         .unwrap();
     assert!(
-        report(&repo).await.is_ok(),
+        check_all(&repo).await.is_ok(),
         "{:?}",
-        report(&repo).await.problems
+        check_all(&repo).await.problems
     );
     assert_eq!(
         read_file(&repo, sb.snapshot.tree, &b.join("big")).await,
@@ -204,7 +158,7 @@ async fn mostly_unused_packs_are_repacked() {
     let repo = Repository::open(repo.storage().clone(), b"pw")
         .await
         .unwrap();
-    assert!(report(&repo).await.is_ok());
+    assert!(check_all(&repo).await.is_ok());
     for i in 0..4 {
         assert_eq!(
             read_file(&repo, second.snapshot.tree, &src.join(format!("f{i}"))).await,
@@ -308,7 +262,7 @@ async fn concurrent_backups_and_prune_lose_nothing() {
         finished.len()
     );
     let repo = Repository::open(storage, b"pw").await.unwrap();
-    let r = report(&repo).await;
+    let r = check_all(&repo).await;
     assert!(r.is_ok(), "{:#?}", r.problems);
     let alive: std::collections::HashSet<_> = repo
         .list_snapshots()
@@ -353,7 +307,7 @@ async fn check_finds_each_fault_and_repair_rebuilds_the_index() {
     )
     .await
     .unwrap();
-    assert!(report(&repo).await.is_ok());
+    assert!(check_all(&repo).await.is_ok());
     let data = dir.path().join("repo/data");
     let mut packs: Vec<PathBuf> = std::fs::read_dir(&data)
         .unwrap()
@@ -386,7 +340,7 @@ async fn check_finds_each_fault_and_repair_rebuilds_the_index() {
     let mut flipped = original.clone();
     flipped[100] ^= 0x04;
     std::fs::write(&victims[0], &flipped).unwrap();
-    let r = report(&repo).await;
+    let r = check_all(&repo).await;
     assert!(named(&r, &victims[0]), "{:#?}", r.problems);
     std::fs::write(&victims[0], &original).unwrap();
 

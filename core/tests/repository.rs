@@ -11,13 +11,8 @@ use std::sync::Arc;
 
 use cairn::format::KdfParams;
 use cairn::storage::FaultyStorage;
-use cairn::{Error, InitOptions, Repository, Storage, open_storage};
-
-fn fast() -> InitOptions {
-    let mut o = InitOptions::default();
-    o.kdf = KdfParams::INSECURE_FOR_TESTS;
-    o
-}
+use cairn::{Error, Repository, Storage, open_storage};
+use cairn_testkit::fast_options;
 
 fn backends() -> Vec<(Arc<dyn Storage>, tempfile::TempDir)> {
     let dir = tempfile::tempdir().unwrap();
@@ -40,7 +35,7 @@ fn rand_name() -> u64 {
 #[tokio::test]
 async fn init_open_and_wrong_password() {
     for (storage, _guard) in backends() {
-        let repo = Repository::init(storage.clone(), b"pw", fast())
+        let repo = Repository::init(storage.clone(), b"pw", fast_options())
             .await
             .unwrap();
         let again = Repository::open(storage.clone(), b"pw").await.unwrap();
@@ -49,7 +44,7 @@ async fn init_open_and_wrong_password() {
         assert_eq!(again.key_id(), repo.key_id());
         let r = Repository::open(storage.clone(), b"nope").await;
         assert!(matches!(r, Err(Error::WrongPassword { slots: 1 })), "{r:?}");
-        let r = Repository::init(storage.clone(), b"pw", fast()).await;
+        let r = Repository::init(storage.clone(), b"pw", fast_options()).await;
         assert!(matches!(r, Err(Error::AlreadyExists { .. })), "{r:?}");
     }
 }
@@ -67,7 +62,7 @@ async fn open_empty_location_is_not_a_repository() {
 #[tokio::test]
 async fn key_management_never_touches_data() {
     for (storage, _guard) in backends() {
-        let mut repo = Repository::init(storage.clone(), b"first", fast())
+        let mut repo = Repository::init(storage.clone(), b"first", fast_options())
             .await
             .unwrap();
         let config_before = storage.get("config").await.unwrap();
@@ -128,7 +123,7 @@ async fn corrupt_key_slot_is_named_not_a_wrong_password() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("repo");
     let storage = open_storage(path.to_str().unwrap()).unwrap();
-    let repo = Repository::init(storage.clone(), b"pw", fast())
+    let repo = Repository::init(storage.clone(), b"pw", fast_options())
         .await
         .unwrap();
     let slot = path.join("keys").join(repo.key_id().to_hex());
@@ -149,7 +144,7 @@ async fn corrupt_config_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("repo");
     let storage = open_storage(path.to_str().unwrap()).unwrap();
-    Repository::init(storage.clone(), b"pw", fast())
+    Repository::init(storage.clone(), b"pw", fast_options())
         .await
         .unwrap();
     let cfg = path.join("config");
@@ -173,7 +168,7 @@ async fn corrupt_config_is_named() {
 async fn failing_store_gives_transient_errors_and_no_partial_repository() {
     let inner = open_storage(&format!("memory://faulty-{}", rand_name())).unwrap();
     let faulty: Arc<dyn Storage> = Arc::new(FaultyStorage::new(inner.clone(), 1.0, 7));
-    let r = Repository::init(faulty, b"pw", fast()).await;
+    let r = Repository::init(faulty, b"pw", fast_options()).await;
     assert!(matches!(&r, Err(e) if e.is_transient()), "{r:?}");
     // Nothing half-made: no config, so the location is still not a repository.
     assert!(matches!(
@@ -181,5 +176,7 @@ async fn failing_store_gives_transient_errors_and_no_partial_repository() {
         Err(Error::NotARepository { .. })
     ));
     // After the failure, a clean init works.
-    Repository::init(inner, b"pw", fast()).await.unwrap();
+    Repository::init(inner, b"pw", fast_options())
+        .await
+        .unwrap();
 }

@@ -17,30 +17,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use cairn::format::{BlobId, KdfParams, NodeKind, Snapshot};
+use cairn::format::{BlobId, NodeKind, Snapshot};
 use cairn::{
-    BackupOptions, BackupSource, Error, InitOptions, NoProgress, Progress, Repository,
-    RestoreOptions, RestoreOutcome, backup, dump, open_storage, restore,
+    BackupOptions, BackupSource, Error, NoProgress, Progress, Repository, RestoreOptions,
+    RestoreOutcome, backup, dump, restore,
 };
+use cairn_testkit::{init_repo, small_options};
 use proptest::prelude::*;
 
 async fn repo(dir: &Path) -> Repository {
-    let mut o = InitOptions::default();
-    o.kdf = KdfParams::INSECURE_FOR_TESTS;
-    let mut chunker = o.chunker;
-    chunker.min_size = 16 * 1024;
-    chunker.avg_size = 64 * 1024;
-    chunker.max_size = 256 * 1024;
-    o.chunker = chunker;
-    o.data_pack_target = 512 * 1024;
-    o.tree_pack_target = 128 * 1024;
-    Repository::init(
-        open_storage(dir.join("repo").to_str().unwrap()).unwrap(),
-        b"pw",
-        o,
-    )
-    .await
-    .unwrap()
+    init_repo(dir, small_options(512 * 1024, 128 * 1024)).await
 }
 
 async fn snap(repo: &Repository, paths: &[PathBuf]) -> Snapshot {
@@ -67,6 +53,7 @@ async fn restore_all(
         .unwrap()
 }
 
+/// Not `cairn_testkit::pseudo_random`: the `| 1` below changes the output for even seeds.
 fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed
         .wrapping_mul(6364136223846793005)

@@ -180,13 +180,9 @@ async fn open(g: &Global) -> cairn::Result<Repository> {
             w.config().clone(),
         ));
     }
-    let source = if let Some(f) = &g.password_file {
-        PasswordSource::File(f.clone())
-    } else if let Some(c) = &g.password_command {
-        PasswordSource::Command(c.clone())
-    } else if let Ok(p) = std::env::var("CAIRN_PASSWORD") {
-        PasswordSource::Literal(p)
-    } else {
+    let Some(source) =
+        PasswordSource::from_options(g.password_file.as_deref(), g.password_command.as_deref())
+    else {
         return Err(Error::Invalid(
             "no password given: set CAIRN_KEY_FILE, CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND or CAIRN_PASSWORD".into(),
         ));

@@ -7,52 +7,14 @@
     clippy::panic
 )]
 
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn::format::{BlobId, KdfParams};
 use cairn::storage::CountingStorage;
-use cairn::{
-    BackupOptions, BackupSource, CheckOptions, InitOptions, NoProgress, ReadData, Repository,
-};
+use cairn::{BackupOptions, BackupSource, CheckOptions, NoProgress, Repository};
 use cairn::{backup, check, open_storage};
-
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
-}
-
-async fn assert_clean(repo: &Repository) {
-    let mut o = CheckOptions::default();
-    o.read_data = ReadData::All;
-    let report = check(repo, &o, Arc::new(NoProgress)).await.unwrap();
-    assert!(
-        report.is_ok(),
-        "check found problems: {:#?}",
-        report.problems
-    );
-}
-
-async fn read_file(repo: &Repository, root: BlobId, path: &Path) -> Vec<u8> {
-    let node = cairn::walk::resolve(repo, root, path.to_str().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut out = Vec::new();
-    for id in &node.content {
-        out.extend(repo.read_blob(id).await.unwrap());
-    }
-    out
-}
+use cairn_testkit::{assert_clean, noise, read_file, small_chunks};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_backup() {
@@ -66,13 +28,7 @@ async fn kill_9_mid_backup() {
         std::fs::write(d.join(format!("f{i}")), noise(400_000, 5 + i)).unwrap();
     }
     let storage = open_storage(repo_dir.to_str().unwrap()).unwrap();
-    let mut o = InitOptions::default();
-    o.kdf = KdfParams::INSECURE_FOR_TESTS;
-    let mut c = o.chunker;
-    c.min_size = 16 * 1024;
-    c.avg_size = 64 * 1024;
-    c.max_size = 256 * 1024;
-    o.chunker = c;
+    let mut o = small_chunks();
     o.data_pack_target = 256 * 1024;
     Repository::init(storage.clone(), b"pw", o).await.unwrap();
 
@@ -153,13 +109,7 @@ async fn kill_9_during_prune() {
     let dir = tempfile::tempdir().unwrap();
     let repo_dir = dir.path().join("repo");
     let storage = open_storage(repo_dir.to_str().unwrap()).unwrap();
-    let mut o = InitOptions::default();
-    o.kdf = KdfParams::INSECURE_FOR_TESTS;
-    let mut c = o.chunker;
-    c.min_size = 16 * 1024;
-    c.avg_size = 64 * 1024;
-    c.max_size = 256 * 1024;
-    o.chunker = c;
+    let mut o = small_chunks();
     o.data_pack_target = 128 * 1024;
     let repo = Repository::init(storage.clone(), b"pw", o).await.unwrap();
     // Rounds of backups with shared and changing files, most forgotten: lots to prune and repack.

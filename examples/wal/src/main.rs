@@ -201,13 +201,9 @@ fn pgdata(g: &Global) -> Result<PathBuf, Error> {
 }
 
 fn password(g: &Global) -> cairn::Result<Vec<u8>> {
-    let source = if let Some(f) = &g.password_file {
-        PasswordSource::File(f.clone())
-    } else if let Some(c) = &g.password_command {
-        PasswordSource::Command(c.clone())
-    } else if let Ok(p) = std::env::var("CAIRN_PASSWORD") {
-        PasswordSource::Literal(p)
-    } else {
+    let Some(source) =
+        PasswordSource::from_options(g.password_file.as_deref(), g.password_command.as_deref())
+    else {
         return Err(Error::Invalid(
             "no key given: use --key-file (CAIRN_KEY_FILE), or a password through \
              CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND or CAIRN_PASSWORD"
