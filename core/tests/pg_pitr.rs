@@ -232,6 +232,13 @@ fn point_in_time_recovery_and_timeline_switch() {
     let expected2 = checksums(&restored);
     std::thread::sleep(Duration::from_millis(1100));
     restored.pgbench(&["-t", "200", "-c", "2"]);
+    // A few more segments on timeline 2 (the continuity check below needs an interior one).
+    for _ in 0..3 {
+        restored.psql(
+            "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 0, now())",
+        );
+        restored.switch_wal();
+    }
     let last2 = restored.switch_wal();
     assert!(last2.starts_with("00000002"), "{last2}");
     restored.wait_archived(&last2, Duration::from_secs(300));
@@ -308,7 +315,7 @@ fn point_in_time_recovery_and_timeline_switch() {
     let mut segments: Vec<&str> = left
         .iter()
         .map(|f| f.name.as_str())
-        .filter(|n| n.len() == 24 && n.starts_with("00000001"))
+        .filter(|n| n.len() == 24 && n.starts_with("00000002"))
         .collect();
     segments.sort();
     assert!(segments.len() >= 3, "{segments:?}");
