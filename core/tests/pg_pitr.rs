@@ -6,9 +6,8 @@
 
 mod pg_support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cairn::format::KdfParams;
@@ -16,39 +15,10 @@ use cairn::pg::basebackup::{BaseBackupOptions, base_backup};
 use cairn::pg::restore::{PgRestoreOptions, RecoveryTarget, restore_base_backup};
 use cairn::{InitOptions, NoProgress, Repository, open_storage};
 use pg_support::{
-    ClusterOptions, PgCluster, PgDir, chown_to_pg, pg_bindir, pg_command, run, run_ok,
+    ClusterOptions, PgCluster, PgDir, cairn_wal_binary, chown_to_pg, pg_bindir, pg_command, run,
 };
 
 const PASSWORD: &str = "pitr-test-password";
-
-/// Builds `cairn-wal` (same profile and target folder as this test) and returns its path.
-fn cairn_wal_binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current_exe");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("profile dir");
-        let target_dir = profile_dir.parent().expect("target dir");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "-q",
-            "-p",
-            "cairn-wal",
-            "--bin",
-            "cairn-wal",
-            "--target-dir",
-        ])
-        .arg(target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        run_ok(&mut cmd);
-        profile_dir.join("cairn-wal")
-    })
-    .clone()
-}
 
 /// Table checksums that any lost or extra transaction changes.
 fn checksums(c: &PgCluster) -> String {

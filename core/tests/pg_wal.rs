@@ -6,49 +6,18 @@
 mod pg_support;
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use cairn::format::{KdfParams, SegmentHeader};
 use cairn::pg::wal::{self, WalRepo};
 use cairn::{InitOptions, Repository, open_storage};
 use pg_support::{
-    ClusterOptions, PgCluster, PgDir, chown_to_pg, pg_bindir, pg_command, run, run_ok,
+    ClusterOptions, PgCluster, PgDir, cairn_wal_binary, chown_to_pg, pg_bindir, pg_command, run,
 };
 
 const PASSWORD: &str = "wal-test-password";
-
-/// Builds `cairn-wal` (same profile and target folder as this test) and returns its path.
-fn cairn_wal_binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current_exe");
-        // <target>/<profile>/deps/pg_wal-<hash>
-        let profile_dir = exe.parent().and_then(Path::parent).expect("profile dir");
-        let target_dir = profile_dir.parent().expect("target dir");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "-q",
-            "-p",
-            "cairn-wal",
-            "--bin",
-            "cairn-wal",
-            "--target-dir",
-        ])
-        .arg(target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        run_ok(&mut cmd);
-        profile_dir.join("cairn-wal")
-    })
-    .clone()
-}
 
 /// Creates a repository at `path` (fast KDF) owned by the PostgreSQL user, and a key file for
 /// it written by `cairn-wal key-export` as that user.

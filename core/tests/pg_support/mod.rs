@@ -16,6 +16,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The user that owns clusters when the tests run as root.
@@ -426,4 +427,34 @@ impl Drop for PgCluster {
                 .args(["-w", "-t", "30", "-m", "immediate", "stop"]));
         }
     }
+}
+
+/// Builds `cairn-wal` (same profile and target folder as this test) and returns its path.
+pub fn cairn_wal_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current_exe");
+        // <target>/<profile>/deps/pg_wal-<hash>
+        let profile_dir = exe.parent().and_then(Path::parent).expect("profile dir");
+        let target_dir = profile_dir.parent().expect("target dir");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "-q",
+            "-p",
+            "cairn-wal",
+            "--bin",
+            "cairn-wal",
+            "--target-dir",
+        ])
+        .arg(target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        run_ok(&mut cmd);
+        profile_dir.join("cairn-wal")
+    })
+    .clone()
 }
