@@ -26,9 +26,9 @@ use crate::repo::{Repository, pack_name};
 /// Largest gap between two needed blobs of a pack that is read rather than split.
 pub(super) const MAX_GAP: u64 = 256 << 10;
 /// Largest merged range (a single larger blob is read alone).
-pub(super) const MAX_RANGE: u64 = 16 << 20;
+pub(super) const MAX_RANGE: u64 = 8 << 20;
 /// Sealed bytes fetched and not yet written, at most (a range larger than this runs alone).
-pub(super) const MEMORY_BUDGET: u64 = 64 << 20;
+pub(super) const MEMORY_BUDGET: u64 = 32 << 20;
 /// Granularity of the memory budget's permits.
 const PERMIT_BYTES: u64 = 64 << 10;
 

@@ -14,7 +14,7 @@
 //! ```
 //!
 //! Memory is bounded whatever the snapshot's size, apart from the plan (a node per entry):
-//! at most [`content::MEMORY_BUDGET`] (64 MiB) of fetched, not yet written pack bytes, plus one
+//! at most [`content::MEMORY_BUDGET`] (32 MiB) of fetched, not yet written pack bytes, plus one
 //! blob's plaintext per worker thread.
 //!
 //! Nothing outside the target is ever written: node names are single path components (the
