@@ -118,6 +118,24 @@ impl Ctx {
         Ok(id)
     }
 
+    /// Stores a stream as the content of a new regular file node named `name` (mode `mode`,
+    /// owned by the current user, times now).
+    pub(crate) fn stream_file(&self, name: &str, reader: &mut dyn Read, mode: u32) -> Result<Node> {
+        let (content, size) = self.store_stream(reader, None, None)?;
+        let mut node = Node::new(name.as_bytes().to_vec(), NodeKind::File);
+        let t = crate::repo::now();
+        node.mode = mode;
+        node.mtime = t;
+        node.ctime = t;
+        node.atime = t;
+        node.size = size;
+        node.links = 1;
+        node.uid = nix::unistd::getuid().as_raw();
+        node.gid = nix::unistd::getgid().as_raw();
+        node.content = content;
+        Ok(node)
+    }
+
     /// Encodes and stores a tree; returns its id.
     pub(crate) fn store_tree(&self, mut tree: Tree) -> Result<BlobId> {
         tree.sort();

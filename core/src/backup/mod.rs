@@ -29,9 +29,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use cairn_format::{
-    BlobId, Chunker, Node, NodeKind, Snapshot, SnapshotId, SnapshotKind, Summary, Tree,
-};
+use cairn_format::{BlobId, Chunker, Snapshot, SnapshotId, SnapshotKind, Summary, Tree};
 
 pub use exclude::Excludes;
 
@@ -269,9 +267,7 @@ pub async fn backup(
                 }
                 work.virtual_dir(&v, std::path::Path::new("/"), parent_tree)
             }
-            BackupSource::Reader { name, mut reader } => {
-                stream_tree(&work, &name, &mut reader, None)
-            }
+            BackupSource::Reader { name, mut reader } => stream_tree(&work, &name, &mut reader),
             BackupSource::Command { name, argv } => {
                 let (prog, args) = argv
                     .split_first()
@@ -287,7 +283,7 @@ pub async fn backup(
                     .stdout
                     .take()
                     .ok_or_else(|| Error::Invalid("no stdout".into()))?;
-                let tree = stream_tree(&work, &name, &mut out, None);
+                let tree = stream_tree(&work, &name, &mut out);
                 drop(out);
                 let status = child.wait().map_err(|e| Error::io(prog, e))?;
                 if !status.success() {
@@ -378,25 +374,11 @@ pub(crate) fn summary(ctx: &Ctx, stats: &PackerStats, started: Instant) -> Summa
 }
 
 /// A root tree holding one file made from a stream.
-fn stream_tree(
-    ctx: &Ctx,
-    name: &str,
-    reader: &mut dyn Read,
-    _old: Option<BlobId>,
-) -> Result<BlobId> {
-    let (content, size) = ctx.store_stream(reader, None, None)?;
-    let mut node = Node::new(name.as_bytes().to_vec(), NodeKind::File);
-    let t = now();
-    node.mode = 0o600;
-    node.mtime = t;
-    node.ctime = t;
-    node.atime = t;
-    node.size = size;
-    node.links = 1;
-    node.uid = nix::unistd::getuid().as_raw();
-    node.gid = nix::unistd::getgid().as_raw();
-    node.content = content;
+fn stream_tree(ctx: &Ctx, name: &str, reader: &mut dyn Read) -> Result<BlobId> {
+    let node = ctx.stream_file(name, reader, 0o600)?;
     ctx.counters.files_new.fetch_add(1, Ordering::Relaxed);
-    ctx.counters.total_bytes.fetch_add(size, Ordering::Relaxed);
+    ctx.counters
+        .total_bytes
+        .fetch_add(node.size, Ordering::Relaxed);
     ctx.store_tree(Tree { nodes: vec![node] })
 }

@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use cairn_format::{BlobId, Node, NodeKind, Summary, Tree};
+use cairn_format::{BlobId, Node, Summary, Tree};
 
 use super::archiver::{Ctx, PolicyFn};
 use super::{BackupOptions, make_ctx, summary};
 use crate::error::{Error, Result};
 use crate::packer::PackerStats;
 use crate::progress::Progress;
-use crate::repo::{Repository, now};
+use crate::repo::Repository;
 
 /// A running backup pipeline. Stores directories, byte strings and trees; [`BackupSession::finish`]
 /// waits until everything stored has landed (packs and index files), after which the caller may
@@ -113,22 +113,8 @@ impl BackupSession {
     /// the current user, times now).
     pub async fn file(&self, name: &str, data: Vec<u8>, mode: u32) -> Result<Node> {
         let name = name.to_owned();
-        self.run(move |ctx| {
-            let (content, size) = ctx.store_stream(&mut std::io::Cursor::new(data), None, None)?;
-            let mut node = Node::new(name.into_bytes(), NodeKind::File);
-            let t = now();
-            node.mode = mode;
-            node.mtime = t;
-            node.ctime = t;
-            node.atime = t;
-            node.size = size;
-            node.links = 1;
-            node.uid = nix::unistd::getuid().as_raw();
-            node.gid = nix::unistd::getgid().as_raw();
-            node.content = content;
-            Ok(node)
-        })
-        .await
+        self.run(move |ctx| ctx.stream_file(&name, &mut std::io::Cursor::new(data), mode))
+            .await
     }
 
     /// Stores a tree (sorted first); returns its id.

@@ -17,7 +17,7 @@ use futures::stream::{self, StreamExt};
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::progress::Progress;
-use crate::repo::{DATA, Repository, pack_name};
+use crate::repo::{Repository, pack_name};
 
 /// Which packs `check` downloads and verifies in full.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -95,16 +95,11 @@ pub async fn check(
     progress: Arc<dyn Progress>,
 ) -> Result<CheckReport> {
     let mut report = CheckReport::default();
-    let listed = repo.storage().list(DATA).await?;
-    let sizes: HashMap<PackId, u64> = listed
-        .iter()
-        .filter_map(|o| {
-            o.name
-                .rsplit('/')
-                .next()
-                .and_then(|h| PackId::from_hex(h).ok())
-                .map(|id| (id, o.size))
-        })
+    let sizes: HashMap<PackId, u64> = repo
+        .list_packs()
+        .await?
+        .into_iter()
+        .map(|(id, o)| (id, o.size))
         .collect();
     report.packs = sizes.len() as u64;
     let index = repo.load_index().await?;

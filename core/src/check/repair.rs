@@ -7,7 +7,7 @@ use futures::stream::{self, StreamExt};
 
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::repo::{DATA, Repository, index_name, pack_name};
+use crate::repo::{Repository, index_name, pack_name};
 
 /// Bytes read from the end of a pack at first: the trailer and, usually, the whole header.
 const TAIL_GUESS: u64 = 64 * 1024;
@@ -68,18 +68,11 @@ pub async fn read_pack_header(
 /// lost or damaged. Run it while no prune runs.
 pub async fn repair_index(repo: &Repository, progress: Arc<dyn Progress>) -> Result<RepairReport> {
     let mut report = RepairReport::default();
-    let listed = repo.storage().list(DATA).await?;
-    let packs: Vec<(PackId, u64)> = listed
-        .iter()
-        .filter_map(|o| {
-            Some((
-                o.name
-                    .rsplit('/')
-                    .next()
-                    .and_then(|h| PackId::from_hex(h).ok())?,
-                o.size,
-            ))
-        })
+    let packs: Vec<(PackId, u64)> = repo
+        .list_packs()
+        .await?
+        .into_iter()
+        .map(|(id, o)| (id, o.size))
         .collect();
     progress.start("repair index", Some(packs.len() as u64), None);
     let results: Vec<(PackId, Result<Vec<cairn_format::PackEntry>>)> = stream::iter(packs)

@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::packer::{Packer, with_retries};
 use crate::progress::Progress;
-use crate::repo::{DATA, PRUNE, Repository, index_name, now, pack_name};
+use crate::repo::{PRUNE, Repository, index_name, now, pack_name};
 
 /// Default grace period: a day, longer than any backup should run.
 pub const DEFAULT_GRACE_SECS: u64 = 24 * 3600;
@@ -164,17 +164,11 @@ pub async fn prune(
                 .extend(p.blobs.iter().copied());
         }
     }
-    let listed = repo.storage().list(DATA).await?;
-    let sizes: HashMap<PackId, (u64, Option<i64>)> = listed
-        .iter()
-        .filter_map(|o| {
-            let id = o
-                .name
-                .rsplit('/')
-                .next()
-                .and_then(|h| PackId::from_hex(h).ok())?;
-            Some((id, (o.size, o.modified)))
-        })
+    let sizes: HashMap<PackId, (u64, Option<i64>)> = repo
+        .list_packs()
+        .await?
+        .into_iter()
+        .map(|(id, o)| (id, (o.size, o.modified)))
         .collect();
     let already: HashSet<PackId> = pending.clone();
     let mut condemned: Vec<PackId> = Vec::new();
@@ -336,19 +330,10 @@ async fn execute(
         }
     }
     let sizes: HashMap<PackId, u64> = repo
-        .storage()
-        .list(DATA)
+        .list_packs()
         .await?
         .into_iter()
-        .filter_map(|o| {
-            Some((
-                o.name
-                    .rsplit('/')
-                    .next()
-                    .and_then(|h| PackId::from_hex(h).ok())?,
-                o.size,
-            ))
-        })
+        .map(|(id, o)| (id, o.size))
         .collect();
     let mut delete: Vec<PackId> = Vec::new();
     for pack in &condemned {

@@ -153,6 +153,18 @@ impl Repository {
         })
     }
 
+    /// Every pack in the store with its listing (size, modification time); objects in `data/`
+    /// whose name is not a pack id are ignored.
+    pub async fn list_packs(&self) -> Result<Vec<(PackId, crate::storage::ObjectInfo)>> {
+        Ok(self
+            .storage
+            .list(DATA)
+            .await?
+            .into_iter()
+            .filter_map(|o| Some((id_of::<PackId>(&o.name)?, o)))
+            .collect())
+    }
+
     /// Reads one blob: a ranged read of its pack, authenticated and checked against its id.
     pub async fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let loc = self.locate(id).await?;
