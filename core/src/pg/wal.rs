@@ -24,7 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,7 +39,7 @@ use futures::stream::{self, StreamExt};
 use rand_core::OsRng;
 
 use crate::error::{Error, Result};
-use crate::repo::{CONFIG, Repository};
+use crate::repo::Repository;
 use crate::storage::{PutOutcome, Storage};
 
 /// Folder of WAL objects.
@@ -942,103 +942,27 @@ pub async fn verify(repo: &WalRepo, sysid: u64, from: Option<SegmentName>) -> Re
 // key files
 // ------------------------------------------------------------------------------------------
 
-/// Reads a key file, refusing one that others can read or that another user owns.
+/// Reads a key file; see [`crate::repo::read_key_file`].
 pub fn read_key_file(path: &Path) -> Result<KeyFile> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(Error::Invalid(format!(
-            "{}: key file mode is {mode:04o}; it must not be accessible to group or others (chmod 600)",
-            path.display()
-        )));
-    }
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != me {
-        return Err(Error::Invalid(format!(
-            "{}: key file is owned by uid {}, not by this user (uid {me})",
-            path.display(),
-            meta.uid()
-        )));
-    }
-    let bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| Error::io(path, e))?);
-    KeyFile::decode(&bytes).map_err(|e| Error::format(path.display().to_string(), e))
+    crate::repo::read_key_file(path)
 }
 
-/// Opens a repository with a key file instead of a password (no key derivation): reads the key
-/// file (see [`read_key_file`]), checks that it is for this repository, and opens the config
-/// with it.
+/// Opens a repository with a key file instead of a password (no key derivation); see
+/// [`Repository::open_with_key_file`].
 pub async fn open_with_key_file(storage: Arc<dyn Storage>, path: &Path) -> Result<WalRepo> {
-    let kf = read_key_file(path)?;
-    let stored = match storage.get(CONFIG).await {
-        Ok(b) => b,
-        Err(Error::NotFound { .. }) => {
-            return Err(Error::NotARepository {
-                location: storage.location(),
-            });
-        }
-        Err(e) => return Err(e),
-    };
-    RepoConfig::check_prefix(&stored).map_err(|e| format_err(CONFIG, e))?;
-    let config = match RepoConfig::open(&kf.key, &stored) {
-        Ok(c) => c,
-        Err(FormatError::Authentication { .. }) => {
-            return Err(Error::Invalid(format!(
-                "{}: this key file (for repository {}) does not open the repository at {}",
-                path.display(),
-                cairn_format::id::hex_encode(&kf.repo_id),
-                storage.location()
-            )));
-        }
-        Err(e) => return Err(format_err(CONFIG, e)),
-    };
-    if config.repo_id != kf.repo_id {
-        return Err(Error::Invalid(format!(
-            "{}: key file is for repository {}, but {} is repository {}",
-            path.display(),
-            cairn_format::id::hex_encode(&kf.repo_id),
-            storage.location(),
-            cairn_format::id::hex_encode(&config.repo_id)
-        )));
-    }
-    Ok(WalRepo {
-        storage,
-        key: Arc::new(kf.key),
-        config,
-    })
+    Ok(WalRepo::from(
+        &Repository::open_with_key_file(storage, path).await?,
+    ))
 }
 
-/// Writes a key file for `repo` at `path`: created exclusively (never replacing a file), mode
-/// 0600, synced. The file holds the unwrapped master key: keep it as safe as the data.
+/// Writes a key file for `repo` at `path`; see [`Repository::export_key_file`].
 pub fn export_key_file(repo: &WalRepo, path: &Path) -> Result<()> {
-    let kf = KeyFile {
-        repo_id: repo.config.repo_id,
-        key: (*repo.key).clone(),
-    };
-    let bytes = kf.encode();
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                Error::AlreadyExists {
-                    object: path.display().to_string(),
-                    hint: "; a key file is never overwritten".into(),
-                }
-            } else {
-                Error::io(path, e)
-            }
-        })?;
-    f.write_all(&bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Error::io(path, e))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    Repository::from_key(
+        repo.storage.clone(),
+        (*repo.key).clone(),
+        repo.config.clone(),
+    )
+    .export_key_file(path)
 }
 
 #[cfg(test)]

@@ -124,6 +124,11 @@ impl Repository {
     /// Replaces the password of the slot in use: writes a new slot, then deletes the old one.
     /// Data is not touched.
     pub async fn change_password(&mut self, new_password: &[u8], kdf: KdfParams) -> Result<KeyId> {
+        if self.key_id == KeyId::default() {
+            return Err(Error::Invalid(
+                "this handle was opened without a password (key file): open the repository with the password whose key should change".into(),
+            ));
+        }
         let label = self
             .list_keys()
             .await?

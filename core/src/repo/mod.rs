@@ -1,5 +1,6 @@
 //! A repository: storage plus the unlocked master key and the config.
 
+mod keyfile;
 mod keys;
 mod read;
 
@@ -13,6 +14,7 @@ use cairn_format::{
 };
 use rand_core::OsRng;
 
+pub use keyfile::read_key_file;
 pub use keys::KeyInfo;
 pub use read::{index_name, pack_name, snapshot_name};
 

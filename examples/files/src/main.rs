@@ -57,6 +57,10 @@ struct Global {
     /// Run this shell command and use its output as the password.
     #[arg(long, env = "CAIRN_PASSWORD_COMMAND", global = true)]
     password_command: Option<String>,
+    /// Open the repository with this key file (see `key export`) instead of a password: no
+    /// password and no key derivation, for scheduled backups.
+    #[arg(long, env = "CAIRN_KEY_FILE", global = true)]
+    key_file: Option<PathBuf>,
     /// Print machine-readable JSON instead of text (progress as JSON lines on stderr).
     #[arg(long, global = true)]
     json: bool,
@@ -278,6 +282,13 @@ enum KeyCommand {
         /// The key id.
         id: String,
     },
+    /// Write a key file (mode 0600, never overwritten) holding the unwrapped master key, for
+    /// `--key-file` / `CAIRN_KEY_FILE`. Anyone who can read it can read and write the
+    /// repository; removing key slots does not revoke it.
+    Export {
+        /// Where to write the key file.
+        path: PathBuf,
+    },
     /// Change the password of the key in use.
     Passwd {
         /// Read the new password from this file (otherwise prompt).
@@ -443,14 +454,16 @@ async fn run(cli: Cli) -> cairn::Result<u8> {
         }
         return Ok(0);
     }
-    let mut repo = Repository::open(storage, &password(g)?).await?.with_cache(
-        if g.no_cache || is_local(&location) {
-            // A local repository is as fast to read as a cache of it.
-            None
-        } else {
-            Repository::default_cache_dir()
-        },
-    );
+    let repo = match &g.key_file {
+        Some(path) => Repository::open_with_key_file(storage, path).await?,
+        None => Repository::open(storage, &password(g)?).await?,
+    };
+    let mut repo = repo.with_cache(if g.no_cache || is_local(&location) {
+        // A local repository is as fast to read as a cache of it.
+        None
+    } else {
+        Repository::default_cache_dir()
+    });
     match &cli.command {
         Command::Init { .. } => Ok(0),
         Command::Config => {
@@ -635,6 +648,17 @@ async fn key_command(repo: &mut Repository, cmd: &KeyCommand, g: &Global) -> cai
                 println!("{}", json!({"removed": key.to_hex()}));
             } else {
                 println!("removed key {}", key.short());
+            }
+        }
+        KeyCommand::Export { path } => {
+            repo.export_key_file(path)?;
+            if g.json {
+                println!("{}", json!({"key_file": path.display().to_string()}));
+            } else {
+                println!(
+                    "wrote key file {} (mode 0600): it opens the repository without a password; keep it as safe as the data",
+                    path.display()
+                );
             }
         }
         KeyCommand::Passwd { new_password_file } => {

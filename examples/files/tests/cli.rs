@@ -484,3 +484,58 @@ fn check_and_forget() {
         "{v}"
     );
 }
+
+#[test]
+fn key_file_opens_without_password() {
+    let env = Env::new();
+    let src = tree(&env);
+    let key = env.path("repo.key");
+    let v = env.json(&["key", "export", s(&key)]);
+    assert_eq!(v["key_file"], s(&key));
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    // Never overwritten: 7.
+    assert_eq!(code(&env.run(&["key", "export", s(&key)])), 7);
+
+    // Back up and list with the key file alone: no password anywhere.
+    let with_key = |args: &[&str]| {
+        env.cmd(args)
+            .env_remove("CAIRN_PASSWORD")
+            .env("CAIRN_KEY_FILE", &key)
+            .output()
+            .unwrap()
+    };
+    let out = with_key(&["--json", "backup", s(&src)]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = with_key(&["--json", "snapshots"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let snaps: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(snaps.as_array().unwrap().len(), 1);
+    // The password opens what the key file wrote.
+    assert_eq!(env.snapshot_count(), 1);
+    // Changing a password needs the password.
+    let out = with_key(&["key", "passwd", "--new-password-file", s(&key)]);
+    assert_ne!(code(&out), 0);
+    assert!(
+        stderr(&out).contains("without a password"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A key file others can read is refused, and so is one for another repository.
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let out = with_key(&["snapshots"]);
+    assert_ne!(code(&out), 0);
+    assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let other = Env::new();
+    let out = other
+        .cmd(&["snapshots"])
+        .env_remove("CAIRN_PASSWORD")
+        .env("CAIRN_KEY_FILE", &key)
+        .output()
+        .unwrap();
+    assert_ne!(code(&out), 0);
+    assert!(stderr(&out).contains("does not open"), "{}", stderr(&out));
+}
