@@ -1306,7 +1306,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key");
         export_key_file(&r, &path).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(&path).unwrap()) & 0o777,
+            0o600
+        );
         assert!(matches!(
             export_key_file(&r, &path),
             Err(Error::AlreadyExists { .. })
