@@ -28,6 +28,7 @@ pub mod check;
 pub mod error;
 pub mod forget;
 pub mod index;
+pub mod memory;
 pub mod packer;
 pub mod password;
 pub mod pg;

@@ -5,7 +5,8 @@
 //! files (a counter to fingerprinting by pack layout). A pack that reaches the repository's
 //! target size is sealed and handed to the upload task through a bounded channel: when uploads
 //! lag, workers wait, which bounds memory to
-//! `open packs * target + (UPLOAD_QUEUE + UPLOAD_CONCURRENCY) * target`.
+//! `open packs * target + (UPLOAD_QUEUE + UPLOAD_CONCURRENCY) * target`. Buffers of uploaded
+//! packs are reused for new packs (never more than that bound).
 //!
 //! Uploaded packs are written to an index file every [`INDEX_EVERY_PACKS`] packs or
 //! [`INDEX_EVERY`], and at the end, so an interrupted backup leaves most of its uploads indexed
@@ -32,6 +33,9 @@ pub const OPEN_DATA_PACKS: usize = 2;
 pub const UPLOAD_QUEUE: usize = 1;
 /// Uploads in flight at once.
 pub const UPLOAD_CONCURRENCY: usize = 2;
+/// Buffers of uploaded packs kept for the next packs (at most every pack that can be in memory
+/// at once, so the pool never raises the memory bound).
+const SPARE_BUFFERS: usize = OPEN_DATA_PACKS + 1 + UPLOAD_QUEUE + UPLOAD_CONCURRENCY;
 /// Write an index file after this many uploaded packs...
 pub const INDEX_EVERY_PACKS: usize = 32;
 /// ...or when this much time has passed since the last one.
@@ -71,7 +75,12 @@ pub struct Packer {
     index: Arc<RwLock<Index>>,
     stats: Mutex<PackerStats>,
     handle: tokio::runtime::Handle,
+    spare: Spare,
 }
+
+/// Buffers of uploaded packs, reused for new packs: a fresh 16 MiB buffer costs a page fault
+/// and a page clearing per 4 KiB (7 % of a backup's CPU before this pool).
+type Spare = Arc<Mutex<Vec<Vec<u8>>>>;
 
 impl std::fmt::Debug for Packer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -89,7 +98,8 @@ impl Packer {
     pub fn new(repo: &Repository, index: Arc<RwLock<Index>>) -> Self {
         let handle = tokio::runtime::Handle::current();
         let (tx, rx) = mpsc::channel::<FinishedPack>(UPLOAD_QUEUE);
-        let uploader = handle.spawn(upload_loop(repo.clone(), index.clone(), rx));
+        let spare = Spare::default();
+        let uploader = handle.spawn(upload_loop(repo.clone(), index.clone(), rx, spare.clone()));
         Self {
             repo: repo.clone(),
             key: Arc::new(repo.key().clone()),
@@ -103,6 +113,7 @@ impl Packer {
             index,
             stats: Mutex::new(PackerStats::default()),
             handle,
+            spare,
         }
     }
 
@@ -153,7 +164,11 @@ impl Packer {
                 // pack never reallocates (which would briefly double it).
                 let cap =
                     target as usize + self.repo.config().chunker.max_size as usize + (1 << 20);
-                packs.push(PackBuilder::new(&self.key, blob_type, cap));
+                let reuse = self.spare.lock().map_err(poisoned)?.pop();
+                packs.push(match reuse {
+                    Some(buf) => PackBuilder::with_buffer(&self.key, blob_type, buf, cap),
+                    None => PackBuilder::new(&self.key, blob_type, cap),
+                });
             }
             let i = rand::thread_rng().gen_range(0..packs.len());
             let pack = packs
@@ -258,6 +273,7 @@ async fn upload_loop(
     repo: Repository,
     index: Arc<RwLock<Index>>,
     rx: mpsc::Receiver<FinishedPack>,
+    spare: Spare,
 ) -> Result<(u64, u64)> {
     let mut pending = IndexFile::default();
     let mut last_write = Instant::now();
@@ -267,10 +283,18 @@ async fn upload_loop(
     let uploads = stream
         .map(|mut pack| {
             let repo = repo.clone();
+            let spare = spare.clone();
             async move {
                 // Move the bytes out once; every retry shares them.
                 let bytes = bytes::Bytes::from(std::mem::take(&mut pack.bytes));
                 with_retries(|| repo.write_pack_bytes(&pack.id, bytes.clone())).await?;
+                // The storage keeps no reference once the write returned: take the buffer back.
+                if let Ok(buf) = bytes.try_into_mut() {
+                    let mut spare = spare.lock().map_err(poisoned)?;
+                    if spare.len() < SPARE_BUFFERS {
+                        spare.push(Vec::from(buf));
+                    }
+                }
                 Ok::<_, Error>(pack)
             }
         })

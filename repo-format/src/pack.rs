@@ -350,6 +350,25 @@ impl PackBuilder {
         }
     }
 
+    /// Starts a pack in a buffer left over from an earlier pack (its contents are discarded),
+    /// so that the memory of a finished pack is reused instead of freed and faulted in again;
+    /// `capacity` is reserved as with [`PackBuilder::new`].
+    pub fn with_buffer(
+        key: &MasterKey,
+        blob_type: BlobType,
+        mut buf: Vec<u8>,
+        capacity: usize,
+    ) -> Self {
+        buf.clear();
+        buf.reserve(capacity);
+        Self {
+            blob_type,
+            buf,
+            entries: Vec::new(),
+            hasher: key.id_key().hasher(),
+        }
+    }
+
     /// The type of blobs in this pack.
     pub fn blob_type(&self) -> BlobType {
         self.blob_type
