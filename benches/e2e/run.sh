@@ -15,6 +15,7 @@
 #   E2E_TOOLS     tools to compare; missing ones are skipped [cairn restic rustic]
 #   E2E_STAGES    1: run the criterion format benches (pipeline stages) once per run [1]
 #   E2E_BUILD     1: cargo build --release -p cairn-files first [1]
+#   E2E_SETTLE    seconds to wait after a tool's clean-up before the next tool starts [40]
 #   E2E_OUT       results path prefix [benches/e2e/results/<UTC date>]
 #   CAIRN_BIN, RESTIC_BIN, RUSTIC_BIN   binaries [target/release/cairn-files, restic, rustic]
 #
@@ -31,6 +32,7 @@ DATASETS=${E2E_DATASETS:-doc mixed}
 TOOLS=${E2E_TOOLS:-cairn restic rustic}
 STAGES=${E2E_STAGES:-1}
 BUILD=${E2E_BUILD:-1}
+SETTLE=${E2E_SETTLE:-40}
 OUT=${E2E_OUT:-$HERE/results/$(date -u +%Y-%m-%d)}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 CAIRN_BIN=${CAIRN_BIN:-$TARGET_DIR/release/cairn-files}
@@ -275,6 +277,11 @@ bench_tool() {
     fi
   fi
   rm -rf "$dst" "$repo" "$repo.cache" "$repo.key"
+  # ext4 scans recently deleted inodes when it allocates new ones (`recently_deleted`, 44 % of a
+  # restore's samples right after another tool's clean-up): let deletions age before the next
+  # tool creates thousands of files.
+  sync
+  sleep "$SETTLE"
 }
 
 machine_record() {
