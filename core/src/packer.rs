@@ -131,6 +131,12 @@ impl Packer {
         Ok(!self.known.lock().map_err(poisoned)?.insert(*id))
     }
 
+    /// Where a blob of the index this packer deduplicates against lives (blobs added through
+    /// this packer are not located until their pack is uploaded).
+    pub fn locate(&self, id: &BlobId) -> Option<crate::index::BlobLocation> {
+        self.index.read().ok()?.get(id)
+    }
+
     /// True when the blob is in the index this packer deduplicates against (which leaves out
     /// packs condemned by prune) or was added through this packer.
     pub fn has(&self, id: &BlobId) -> Result<bool> {

@@ -199,13 +199,25 @@ pub(crate) const CRITICAL_EXTENSION: u16 = 0x8000;
 
 /// Writes an extension list: `count[2] || (tag[2] || len[4] || bytes) * count`.
 pub(crate) fn put_extensions(out: &mut Vec<u8>, exts: &[crate::tree::Extension]) -> Result<()> {
+    put_extensions_known(out, exts, &[])
+}
+
+/// [`put_extensions`] for a structure whose critical tags `known` this version defines.
+pub(crate) fn put_extensions_known(
+    out: &mut Vec<u8>,
+    exts: &[crate::tree::Extension],
+    known: &[u16],
+) -> Result<()> {
     let sorted = exts
         .windows(2)
         .all(|w| matches!(w, [a, b] if a.tag < b.tag));
-    if !sorted || exts.iter().any(|e| e.tag & CRITICAL_EXTENSION != 0) {
+    let unknown_critical = exts
+        .iter()
+        .any(|e| e.tag & CRITICAL_EXTENSION != 0 && !known.contains(&e.tag));
+    if !sorted || unknown_critical {
         return Err(FormatError::InvalidParameter {
             what: "extensions",
-            reason: "tags must be strictly increasing and below 0x8000 (this version defines no critical tag)".into(),
+            reason: "tags must be strictly increasing, and critical ones (0x8000 and up) defined by this version".into(),
         });
     }
     out.put_u16(len16("extensions", exts.len())?);
@@ -219,6 +231,15 @@ pub(crate) fn put_extensions(out: &mut Vec<u8>, exts: &[crate::tree::Extension])
 /// Reads an extension list. Tags must be strictly increasing; this version knows no tag, so a
 /// critical one is refused with [`FormatError::UnsupportedVersion`].
 pub(crate) fn read_extensions(r: &mut Reader<'_>) -> Result<Vec<crate::tree::Extension>> {
+    read_extensions_known(r, &[])
+}
+
+/// [`read_extensions`] for a structure whose critical tags `known` this version defines: they
+/// are returned with the others, for the caller to interpret.
+pub(crate) fn read_extensions_known(
+    r: &mut Reader<'_>,
+    known: &[u16],
+) -> Result<Vec<crate::tree::Extension>> {
     let n = r.count16(6)?;
     let mut out: Vec<crate::tree::Extension> = Vec::with_capacity(n);
     for _ in 0..n {
@@ -230,7 +251,7 @@ pub(crate) fn read_extensions(r: &mut Reader<'_>) -> Result<Vec<crate::tree::Ext
                 "extension tags not strictly increasing",
             ));
         }
-        if tag & CRITICAL_EXTENSION != 0 {
+        if tag & CRITICAL_EXTENSION != 0 && !known.contains(&tag) {
             return Err(FormatError::UnsupportedVersion {
                 what: "critical extension",
                 version: u32::from(tag),

@@ -30,6 +30,7 @@
 pub mod chunker;
 mod codec;
 pub mod config;
+pub mod delta;
 pub mod envelope;
 pub mod error;
 pub mod id;
@@ -57,5 +58,5 @@ pub use pack::{
 };
 pub use prune::PrunePlan;
 pub use snapshot::{Snapshot, SnapshotKind, Summary};
-pub use tree::{Node, NodeKind, Timestamp, Tree};
+pub use tree::{DeltaBlock, Node, NodeKind, Timestamp, Tree};
 pub use wal::{SegmentHeader, SegmentName, WalFileName};

@@ -17,14 +17,22 @@
 //! ```
 //!
 //! Extension tags are strictly increasing; a tag with bit 15 set is critical: a reader that does
-//! not know it refuses the tree. Version 1 defines no tag.
+//! not know it refuses the tree. Defined tags:
+//!
+//! ```text
+//! 0x8001 delta blocks (files): count[4] || (index[4] || len[4] || patch[32] || base[32]) * count
+//! ```
+//!
+//! Content blob `index` of the file is then not stored as a blob: its `len` bytes are rebuilt from
+//! the data blobs `patch` and `base` ([`crate::delta::decode`]) and must hash to the content id.
 //!
 //! `name` is raw bytes (file names need not be UTF-8), non-empty, without `/` or NUL, and not
 //! `.` or `..`, so a restore can never escape its target. `ext` carries optional fields added by
 //! later versions: readers keep unknown tags as they are and ignore them.
 
 use crate::codec::{
-    Reader, Writer, check_version, len32, put_bytes16, put_bytes32, put_extensions, read_extensions,
+    Reader, Writer, check_version, len32, put_bytes16, put_bytes32, put_extensions,
+    put_extensions_known, read_extensions_known,
 };
 use crate::error::{FormatError, Result};
 use crate::id::{BlobId, ID_LEN};
@@ -115,6 +123,24 @@ pub struct Xattr {
     pub value: Vec<u8>,
 }
 
+/// Critical node extension: delta blocks (see the module documentation).
+pub const TAG_DELTA_BLOCKS: u16 = 0x8001;
+/// Bytes of one delta entry.
+const DELTA_ENTRY_LEN: usize = 4 + 4 + 2 * ID_LEN;
+
+/// A content block of a file stored as a patch against an earlier block ([`crate::delta`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DeltaBlock {
+    /// Position of the block in the node's content list.
+    pub index: u32,
+    /// Length of the block in bytes.
+    pub len: u32,
+    /// Data blob holding the patch (a zstd frame).
+    pub patch: BlobId,
+    /// Data blob holding the base block.
+    pub base: BlobId,
+}
+
 /// An optional field added by a later version, kept verbatim.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Extension {
@@ -165,7 +191,10 @@ pub struct Node {
     pub content: Vec<BlobId>,
     /// The subtree (directories).
     pub subtree: Option<BlobId>,
-    /// Fields from later versions.
+    /// Content blocks stored as patches (files), by increasing index: for these, the id in
+    /// `content` names the block's plaintext, which is not stored as a blob of its own.
+    pub deltas: Vec<DeltaBlock>,
+    /// Optional fields from later versions (tags below 0x8000), kept verbatim.
     pub extensions: Vec<Extension>,
 }
 
@@ -192,8 +221,96 @@ impl Node {
             xattrs: Vec::new(),
             content: Vec::new(),
             subtree: None,
+            deltas: Vec::new(),
             extensions: Vec::new(),
         }
+    }
+
+    /// The delta entry of content block `index`, if that block is stored as a patch.
+    pub fn delta(&self, index: usize) -> Option<&DeltaBlock> {
+        self.deltas
+            .binary_search_by_key(&index, |d| d.index as usize)
+            .ok()
+            .and_then(|i| self.deltas.get(i))
+    }
+
+    /// Every data blob the file's content needs, in content order, with repeats: the content
+    /// id of each block stored whole, the patch and the base of each block stored as a patch.
+    pub fn stored_blobs(&self) -> impl Iterator<Item = BlobId> + '_ {
+        let mut deltas = self.deltas.iter().peekable();
+        self.content
+            .iter()
+            .enumerate()
+            .flat_map(
+                move |(i, id)| match deltas.next_if(|d| d.index as usize == i) {
+                    Some(d) => [Some(d.patch), Some(d.base)],
+                    None => [Some(*id), None],
+                },
+            )
+            .flatten()
+    }
+
+    /// Delta entries strictly increasing, inside the content list, only on files, not too long.
+    fn check_deltas(&self) -> std::result::Result<(), &'static str> {
+        if self.deltas.is_empty() {
+            return Ok(());
+        }
+        if self.kind != NodeKind::File {
+            return Err("delta blocks on a node that is not a file");
+        }
+        let increasing = self
+            .deltas
+            .windows(2)
+            .all(|w| matches!(w, [a, b] if a.index < b.index));
+        if !increasing {
+            return Err("delta block indexes not strictly increasing");
+        }
+        if self
+            .deltas
+            .iter()
+            .any(|d| d.index as usize >= self.content.len())
+        {
+            return Err("delta block index beyond the content list");
+        }
+        if self
+            .deltas
+            .iter()
+            .any(|d| d.len as usize > crate::delta::MAX_BLOCK_LEN)
+        {
+            return Err("delta block longer than the largest block");
+        }
+        Ok(())
+    }
+
+    fn encode_deltas(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(4 + self.deltas.len() * DELTA_ENTRY_LEN);
+        out.put_u32(len32("delta blocks", self.deltas.len())?);
+        for d in &self.deltas {
+            out.put_u32(d.index);
+            out.put_u32(d.len);
+            out.put(d.patch.as_bytes());
+            out.put(d.base.as_bytes());
+        }
+        Ok(out)
+    }
+
+    fn decode_deltas(bytes: &[u8]) -> Result<Vec<DeltaBlock>> {
+        let mut r = Reader::new(bytes, "delta blocks");
+        let n = r.count(DELTA_ENTRY_LEN)?;
+        if n == 0 {
+            return Err(FormatError::malformed("delta blocks", "empty list"));
+        }
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(DeltaBlock {
+                index: r.u32()?,
+                len: r.u32()?,
+                patch: BlobId::from_bytes(r.array()?),
+                base: BlobId::from_bytes(r.array()?),
+            });
+        }
+        r.finish()?;
+        Ok(out)
     }
 
     /// Content only on files, a subtree on every directory and only there.
@@ -208,6 +325,7 @@ impl Node {
 
     fn encode_into(&self, out: &mut Vec<u8>) -> Result<()> {
         self.check_kind()
+            .and_then(|()| self.check_deltas())
             .map_err(|reason| FormatError::InvalidParameter {
                 what: "tree node",
                 reason: reason.into(),
@@ -244,7 +362,16 @@ impl Node {
             }
             None => out.put_u8(0),
         }
-        put_extensions(out, &self.extensions)
+        if self.deltas.is_empty() {
+            return put_extensions(out, &self.extensions);
+        }
+        // Optional tags are below 0x8000, so the delta tag sorts last.
+        let mut exts = self.extensions.clone();
+        exts.push(Extension {
+            tag: TAG_DELTA_BLOCKS,
+            bytes: self.encode_deltas()?,
+        });
+        put_extensions_known(out, &exts, &[TAG_DELTA_BLOCKS])
     }
 
     fn decode_from(r: &mut Reader<'_>) -> Result<Self> {
@@ -284,8 +411,13 @@ impl Node {
             1 => Some(BlobId::from_bytes(r.array()?)),
             b => return Err(FormatError::malformed(what, format!("subtree flag {b}"))),
         };
-        node.extensions = read_extensions(r)?;
+        let mut extensions = read_extensions_known(r, &[TAG_DELTA_BLOCKS])?;
+        if let Some(i) = extensions.iter().position(|e| e.tag == TAG_DELTA_BLOCKS) {
+            node.deltas = Self::decode_deltas(&extensions.remove(i).bytes)?;
+        }
+        node.extensions = extensions;
         node.check_kind()
+            .and_then(|()| node.check_deltas())
             .map_err(|reason| FormatError::malformed(what, reason))?;
         Ok(node)
     }

@@ -11,10 +11,10 @@ use cairn_format::envelope::{self, FLAG_ZSTD, OVERHEAD};
 use cairn_format::pack::check_pack_id;
 use cairn_format::tree::{Extension, Xattr};
 use cairn_format::{
-    BlobId, BlobType, ChunkerParams, Compression, FormatError, IndexFile, IndexId, IndexPack,
-    KdfParams, KeyId, KeySlot, MasterKey, Node, NodeKind, ObjectKind, PackBuilder, PackEntry,
-    PackId, RepoConfig, Snapshot, SnapshotId, SnapshotKind, Summary, Timestamp, Tree, read_pack,
-    seal_blob,
+    BlobId, BlobType, ChunkerParams, Compression, DeltaBlock, FormatError, IndexFile, IndexId,
+    IndexPack, KdfParams, KeyId, KeySlot, MasterKey, Node, NodeKind, ObjectKind, PackBuilder,
+    PackEntry, PackId, RepoConfig, Snapshot, SnapshotId, SnapshotKind, Summary, Timestamp, Tree,
+    read_pack, seal_blob,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -229,6 +229,16 @@ fn node() -> impl Strategy<Value = Node> {
             n.xattrs = xattrs;
             if kind == NodeKind::File {
                 n.content = content.into_iter().map(BlobId::from_bytes).collect();
+                // Every third block (from a mode-derived start) stored as a delta.
+                n.deltas = (0..n.content.len())
+                    .filter(|i| (i + mode as usize) % 3 == 0)
+                    .map(|i| DeltaBlock {
+                        index: i as u32,
+                        len: (mode % 65537) + i as u32,
+                        patch: BlobId::from_bytes([i as u8; 32]),
+                        base: BlobId::from_bytes([!(i as u8); 32]),
+                    })
+                    .collect();
             }
             if kind == NodeKind::Dir {
                 n.subtree = Some(BlobId::from_bytes(subtree));

@@ -91,11 +91,11 @@ pub async fn resolve(repo: &Repository, root: BlobId, path: &Path) -> Node {
         .unwrap()
 }
 
-/// The content of a file node: its blobs, concatenated.
+/// The content of a file node: its blocks (whole or rebuilt from patches), concatenated.
 pub async fn read_node(repo: &Repository, node: &Node) -> Vec<u8> {
     let mut out = Vec::new();
-    for id in &node.content {
-        out.extend(repo.read_blob(id).await.unwrap());
+    for i in 0..node.content.len() {
+        out.extend(repo.read_content_block(node, i).await.unwrap());
     }
     out
 }

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cairn_format::envelope::{self, Compression};
-use cairn_format::{BlobId, BlobType, Chunker, Node, NodeKind, Tree};
+use cairn_format::{BlobId, BlobType, Chunker, DeltaBlock, Node, NodeKind, Tree};
+use futures::StreamExt;
 use rayon::prelude::*;
 
 use super::exclude::Excludes;
@@ -43,8 +44,23 @@ pub enum Policy {
 /// A rule deciding the [`Policy`] of each entry from its path and metadata.
 pub type PolicyFn = std::sync::Arc<dyn Fn(&Path, &std::fs::Metadata) -> Policy + Send + Sync>;
 
-/// Content of hard-linked files already read: (device, inode) -> (size, content blobs).
-pub(crate) type HardLinks = HashMap<(u64, u64), (u64, Vec<BlobId>)>;
+/// What a file's content was stored as.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Content {
+    /// Content ids, one per chunk or block.
+    pub ids: Vec<BlobId>,
+    /// Blocks stored as patches (fixed-block files only).
+    pub deltas: Vec<DeltaBlock>,
+    /// Bytes read.
+    pub size: u64,
+}
+
+/// Content of hard-linked files already read: (device, inode) -> their content.
+pub(crate) type HardLinks = HashMap<(u64, u64), Content>;
+
+/// A patch shorter than this share of its block (1/32) is kept without comparing it with the
+/// block compressed whole; a longer one must be under 3/4 of that.
+const PATCH_SURE: usize = 32;
 
 /// Counters shared by all workers.
 #[derive(Debug, Default)]
@@ -73,6 +89,8 @@ pub(crate) struct Ctx {
     pub names: Names,
     pub policy: Option<PolicyFn>,
     pub atime: bool,
+    /// Read files even when they look unchanged since the parent.
+    pub always_read: bool,
     pub handle: tokio::runtime::Handle,
     /// Content of hard-linked files already read in this backup, by (device, inode).
     pub hardlinks: Mutex<HardLinks>,
@@ -90,38 +108,153 @@ impl Ctx {
 
     /// True when every blob is in the backup's index: the parent's content may only be reused
     /// when none of it sits in packs that prune has condemned.
-    fn all_indexed(&self, ids: &[BlobId]) -> Result<bool> {
+    fn all_indexed(&self, ids: impl IntoIterator<Item = BlobId>) -> Result<bool> {
         for id in ids {
-            if !self.packer.has(id)? {
+            if !self.packer.has(&id)? {
                 return Ok(false);
             }
         }
         Ok(true)
     }
 
+    fn seal(
+        &self,
+        blob_type: BlobType,
+        id: &BlobId,
+        plain: &[u8],
+        c: Compression,
+    ) -> Result<Vec<u8>> {
+        envelope::seal(
+            self.packer.key(),
+            blob_type.object_kind(),
+            id.as_bytes(),
+            plain,
+            c,
+            &mut rand::thread_rng(),
+        )
+        .map_err(|e| Error::Invalid(format!("seal: {e}")))
+    }
+
     /// Stores a blob unless the repository already has it; returns its id.
     pub(crate) fn store(&self, blob_type: BlobType, plain: &[u8]) -> Result<BlobId> {
+        self.store_with(blob_type, plain, self.compression)
+    }
+
+    /// [`Ctx::store`] with the given compression.
+    fn store_with(&self, blob_type: BlobType, plain: &[u8], c: Compression) -> Result<BlobId> {
         let id = self.packer.key().id_key().blob_id(plain);
         if !self.packer.claim(&id)? {
-            let sealed = envelope::seal(
-                self.packer.key(),
-                blob_type.object_kind(),
-                id.as_bytes(),
-                plain,
-                self.compression,
-                &mut rand::thread_rng(),
-            )
-            .map_err(|e| Error::Invalid(format!("seal: {e}")))?;
+            let sealed = self.seal(blob_type, &id, plain, c)?;
             self.packer
                 .add(blob_type, id, &sealed, plain.len() as u32)?;
         }
         Ok(id)
     }
 
+    /// Fetches the plaintext of the bases the changed blocks of one window need: each id with the
+    /// length its block has. Bases that are not in the backup's index (or have another length,
+    /// or cannot be read) are left out: their blocks are stored whole.
+    fn fetch_bases(&self, wanted: &HashMap<BlobId, usize>) -> HashMap<BlobId, Vec<u8>> {
+        let located: Vec<_> = wanted
+            .iter()
+            .filter_map(|(id, len)| {
+                let loc = self.packer.locate(id)?;
+                (loc.plain_len as usize == *len).then_some((*id, loc))
+            })
+            .collect();
+        if located.is_empty() {
+            return HashMap::new();
+        }
+        let repo = &self.repo;
+        self.handle.block_on(
+            futures::stream::iter(located)
+                .map(|(id, loc)| async move { (id, repo.read_blob_at(&id, &loc).await) })
+                .buffer_unordered(16)
+                .filter_map(|(id, r)| async move { r.ok().map(|plain| (id, plain)) })
+                .collect(),
+        )
+    }
+
+    /// Stores block `i` of a fixed-block file whose parent version is `parent`: unchanged, it
+    /// keeps the parent's form (whole or patch); changed, it is stored as a patch against the
+    /// parent's whole block at the same place (`bases`) when that is clearly smaller, else whole.
+    fn store_block(
+        &self,
+        plain: &[u8],
+        id: BlobId,
+        i: usize,
+        parent: &Node,
+        bases: &HashMap<BlobId, Vec<u8>>,
+    ) -> Result<(BlobId, Option<DeltaBlock>)> {
+        let index = u32::try_from(i).map_err(|_| Error::Invalid("too many blocks".into()))?;
+        let whole = |sealed: Option<Vec<u8>>| -> Result<(BlobId, Option<DeltaBlock>)> {
+            if !self.packer.claim(&id)? {
+                let sealed = match sealed {
+                    Some(s) => s,
+                    None => self.seal(BlobType::Data, &id, plain, self.compression)?,
+                };
+                self.packer
+                    .add(BlobType::Data, id, &sealed, plain.len() as u32)?;
+            }
+            Ok((id, None))
+        };
+        let Some(old) = parent.content.get(i) else {
+            return whole(None);
+        };
+        let old_delta = parent.delta(i);
+        if *old == id {
+            return match old_delta {
+                Some(d) if self.all_indexed([d.patch, d.base])? => {
+                    Ok((id, Some(DeltaBlock { index, ..*d })))
+                }
+                _ => whole(None),
+            };
+        }
+        let base_id = old_delta.map_or(*old, |d| d.base);
+        let Some(base) = bases.get(&base_id) else {
+            return whole(None);
+        };
+        if self.packer.has(&id)? {
+            return Ok((id, None));
+        }
+        let patch = cairn_format::delta::encode(base, plain)
+            .map_err(|e| Error::Invalid(format!("delta: {e}")))?;
+        // What restores will do, once now (about 1 GB/s): a patch that does not rebuild its
+        // block exactly is never stored.
+        if cairn_format::delta::decode(base, &patch, plain.len())
+            .ok()
+            .as_deref()
+            != Some(plain)
+        {
+            return whole(None);
+        }
+        if patch.len() * PATCH_SURE > plain.len() {
+            // Not clearly small: compare with the block sealed whole (kept if it wins).
+            let s = self.seal(BlobType::Data, &id, plain, self.compression)?;
+            if patch.len() + envelope::OVERHEAD >= s.len() * 3 / 4 {
+                return whole(Some(s));
+            }
+        }
+        let patch_id = self.store_with(BlobType::Data, &patch, Compression::Off)?;
+        let len =
+            u32::try_from(plain.len()).map_err(|_| Error::Invalid("block too large".into()))?;
+        Ok((
+            id,
+            Some(DeltaBlock {
+                index,
+                len,
+                patch: patch_id,
+                base: base_id,
+            }),
+        ))
+    }
+
     /// Stores a stream as the content of a new regular file node named `name` (mode `mode`,
     /// owned by the current user, times now).
     pub(crate) fn stream_file(&self, name: &str, reader: &mut dyn Read, mode: u32) -> Result<Node> {
-        let (content, size) = self.store_stream(reader, None, None)?;
+        let Content {
+            ids: content, size, ..
+        } = self.store_stream(reader, None, None, None)?;
         let mut node = Node::new(name.as_bytes().to_vec(), NodeKind::File);
         let t = crate::repo::now();
         node.mode = mode;
@@ -161,15 +294,19 @@ impl Ctx {
         }
     }
 
-    /// Chunks, deduplicates and stores a stream; returns its content blobs and size.
+    /// Chunks, deduplicates and stores a stream; returns its content.
     /// With `fixed`, chunks are cut every `fixed` bytes instead of by content (for data that
-    /// changes in place, like database pages).
+    /// changes in place, like database pages), and with a `parent` (the same file in the parent
+    /// snapshot) changed blocks may be stored as patches against the parent's blocks.
     pub(crate) fn store_stream(
         &self,
         reader: &mut dyn Read,
         fixed: Option<usize>,
         size_hint: Option<u64>,
-    ) -> Result<(Vec<BlobId>, u64)> {
+        parent: Option<&Node>,
+    ) -> Result<Content> {
+        let parent = parent.filter(|p| fixed.is_some() && !p.content.is_empty());
+        let mut deltas = Vec::new();
         let max = fixed.unwrap_or(self.chunker.params().max_size as usize);
         let window = WINDOW.max(2 * max);
         let mut buf: Vec<u8> = Vec::with_capacity(
@@ -222,17 +359,56 @@ impl Ctx {
                 cuts.push(0..buf.len());
                 pos = buf.len();
             }
-            let chunk_ids: Vec<BlobId> = cuts
-                .par_iter()
-                .map(|r| self.store(BlobType::Data, buf.get(r.clone()).unwrap_or_default()))
-                .collect::<Result<_>>()?;
-            ids.extend(chunk_ids);
+            let block = |r: &std::ops::Range<usize>| buf.get(r.clone()).unwrap_or_default();
+            match parent {
+                None => {
+                    let chunk_ids: Vec<BlobId> = cuts
+                        .par_iter()
+                        .map(|r| self.store(BlobType::Data, block(r)))
+                        .collect::<Result<_>>()?;
+                    ids.extend(chunk_ids);
+                }
+                Some(parent) => {
+                    let id_key = self.packer.key().id_key();
+                    let hashes: Vec<BlobId> =
+                        cuts.par_iter().map(|r| id_key.blob_id(block(r))).collect();
+                    let start = ids.len();
+                    // The bases of changed blocks, fetched together.
+                    let mut wanted = HashMap::new();
+                    for (k, (r, id)) in cuts.iter().zip(&hashes).enumerate() {
+                        match parent.content.get(start + k) {
+                            Some(old) if old != id => {
+                                let base = parent.delta(start + k).map_or(*old, |d| d.base);
+                                wanted.insert(base, r.len());
+                            }
+                            _ => {}
+                        }
+                    }
+                    let bases = self.fetch_bases(&wanted);
+                    let stored: Vec<(BlobId, Option<DeltaBlock>)> = cuts
+                        .par_iter()
+                        .zip(hashes)
+                        .enumerate()
+                        .map(|(k, (r, id))| {
+                            self.store_block(block(r), id, start + k, parent, &bases)
+                        })
+                        .collect::<Result<_>>()?;
+                    for (id, d) in stored {
+                        ids.push(id);
+                        deltas.extend(d);
+                    }
+                }
+            }
             buf.drain(..pos);
             if eof && pos == 0 {
                 break;
             }
         }
-        Ok((ids, total))
+        Ok(Content {
+            ids,
+            deltas,
+            size: total,
+        })
     }
 
     fn file_content(
@@ -240,25 +416,26 @@ impl Ctx {
         path: &Path,
         node: &Node,
         fixed: Option<usize>,
-    ) -> std::io::Result<Result<(Vec<BlobId>, u64)>> {
+        parent: Option<&Node>,
+    ) -> std::io::Result<Result<Content>> {
         let key = (node.device, node.inode);
         if node.links > 1 {
-            if let Some((size, ids)) = self
+            if let Some(c) = self
                 .hardlinks
                 .lock()
                 .ok()
                 .and_then(|m| m.get(&key).cloned())
             {
-                if size == node.size {
-                    return Ok(Ok((ids, 0)));
+                if c.size == node.size {
+                    return Ok(Ok(Content { size: 0, ..c }));
                 }
             }
         }
         let mut f = std::fs::File::open(path)?;
-        let out = self.store_stream(&mut f, fixed, Some(node.size));
-        if let (Ok((ids, size)), true) = (&out, node.links > 1) {
+        let out = self.store_stream(&mut f, fixed, Some(node.size), parent);
+        if let (Ok(c), true) = (&out, node.links > 1) {
             if let Ok(mut m) = self.hardlinks.lock() {
-                m.insert(key, (*size, ids.clone()));
+                m.insert(key, c.clone());
             }
         }
         Ok(out)
@@ -306,16 +483,23 @@ impl Ctx {
                     .total_bytes
                     .fetch_add(node.size, Ordering::Relaxed);
                 match old {
-                    Some(o) if unchanged(o, &node) && self.all_indexed(&o.content)? => {
+                    Some(o)
+                        if !self.always_read
+                            && unchanged(o, &node)
+                            && self.all_indexed(o.stored_blobs())? =>
+                    {
                         node.content = o.content.clone();
+                        node.deltas = o.deltas.clone();
                         self.counters
                             .files_unchanged
                             .fetch_add(1, Ordering::Relaxed);
                     }
                     _ => {
-                        match self.file_content(path, &node, fixed) {
-                            Ok(Ok((ids, size))) => {
+                        let parent = old.filter(|o| o.kind == NodeKind::File);
+                        match self.file_content(path, &node, fixed, parent) {
+                            Ok(Ok(Content { ids, deltas, size })) => {
                                 node.content = ids;
+                                node.deltas = deltas;
                                 if size != node.size && size != 0 {
                                     // The file changed while it was read: keep what was read.
                                     self.progress.warn(path, "file changed while being read");

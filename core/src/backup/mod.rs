@@ -117,6 +117,10 @@ pub struct BackupOptions {
     /// time: reading files for a backup changes their access times, which would otherwise make
     /// every directory's tree differ from the last snapshot's.
     pub atime: bool,
+    /// Read every file even when its metadata says it did not change since the parent snapshot
+    /// (base backups: the parent then only serves to deduplicate and patch blocks). Default:
+    /// false.
+    pub always_read: bool,
 }
 
 impl Default for BackupOptions {
@@ -132,6 +136,7 @@ impl Default for BackupOptions {
             one_file_system: false,
             threads: None,
             atime: false,
+            always_read: false,
         }
     }
 }
@@ -347,6 +352,7 @@ pub(crate) async fn make_ctx(
         counters: Counters::default(),
         names: Default::default(),
         atime: options.atime,
+        always_read: options.always_read,
         policy,
         handle: tokio::runtime::Handle::current(),
         hardlinks: Mutex::new(Default::default()),

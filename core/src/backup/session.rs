@@ -80,6 +80,11 @@ impl BackupSession {
 
     /// Backs up the contents of a directory (every file read: no parent); returns its tree.
     pub async fn dir(&self, path: &Path) -> Result<BlobId> {
+        self.dir_with_parent(path, None).await
+    }
+
+    /// [`BackupSession::dir`] against the same directory's tree in a parent snapshot.
+    pub async fn dir_with_parent(&self, path: &Path, parent: Option<BlobId>) -> Result<BlobId> {
         let path: PathBuf = path.to_path_buf();
         self.run(move |ctx| {
             let root_dev = if ctx.one_file_system {
@@ -89,7 +94,7 @@ impl BackupSession {
             } else {
                 None
             };
-            ctx.dir(&path, None, root_dev)
+            ctx.dir(&path, parent, root_dev)
         })
         .await
     }
@@ -97,6 +102,15 @@ impl BackupSession {
     /// Backs up one entry (a file, or a directory with everything below it, following the
     /// policy); `None` when it is skipped or unreadable.
     pub async fn entry(&self, path: &Path) -> Result<Option<Node>> {
+        self.entry_with_parent(path, None).await
+    }
+
+    /// [`BackupSession::entry`] against the entry's node in a parent snapshot.
+    pub async fn entry_with_parent(
+        &self,
+        path: &Path,
+        parent: Option<Node>,
+    ) -> Result<Option<Node>> {
         let path: PathBuf = path.to_path_buf();
         self.run(move |ctx| {
             use std::os::unix::ffi::OsStrExt;
@@ -104,7 +118,7 @@ impl BackupSession {
                 .file_name()
                 .map(|n| n.as_bytes().to_vec())
                 .ok_or_else(|| Error::Invalid(format!("{} has no file name", path.display())))?;
-            ctx.entry(&path, &name, None, None)
+            ctx.entry(&path, &name, parent.as_ref(), None)
         })
         .await
     }

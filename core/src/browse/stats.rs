@@ -184,7 +184,7 @@ impl Counter {
                         c.files += 1;
                         c.size += node.size;
                         if self.raw {
-                            self.data.extend(node.content);
+                            self.data.extend(node.stored_blobs());
                         }
                     }
                     NodeKind::Dir => {

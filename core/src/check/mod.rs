@@ -279,7 +279,7 @@ async fn check_tree(
                 }
                 continue;
             }
-            for blob in &node.content {
+            for blob in &node.stored_blobs().collect::<Vec<_>>() {
                 match index.get(blob) {
                     None => report.problem(
                         format!("snapshots/{} {child}", sid.short()),

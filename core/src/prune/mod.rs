@@ -104,7 +104,7 @@ async fn reachable(repo: &Repository, progress: &dyn Progress) -> Result<HashSet
                 if n.kind == NodeKind::Dir {
                     stack.extend(n.subtree);
                 } else {
-                    used.extend(n.content);
+                    used.extend(n.stored_blobs());
                 }
             }
         }

@@ -16,6 +16,7 @@ use rand_core::OsRng;
 
 pub use keyfile::read_key_file;
 pub use keys::KeyInfo;
+pub(crate) use read::rebuild_block;
 pub use read::{index_name, pack_name, snapshot_name};
 
 use crate::error::{Error, Result};

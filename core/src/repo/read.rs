@@ -3,7 +3,9 @@
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use cairn_format::{BlobId, FinishedPack, IndexFile, IndexId, PackId, Snapshot, SnapshotId, Tree};
+use cairn_format::{
+    BlobId, DeltaBlock, FinishedPack, IndexFile, IndexId, Node, PackId, Snapshot, SnapshotId, Tree,
+};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use rand_core::OsRng;
 
@@ -191,6 +193,26 @@ impl Repository {
             .map_err(|e| Error::format(format!("{name} (blob {})", id.short()), e))
     }
 
+    /// Reads content block `index` of a file node: the blob itself, or, for a block stored as
+    /// a patch ([`cairn_format::DeltaBlock`]), its base and patch, rebuilt and checked against the
+    /// block's content id.
+    pub async fn read_content_block(&self, node: &Node, index: usize) -> Result<Vec<u8>> {
+        let Some(id) = node.content.get(index) else {
+            return Err(Error::Invalid(format!(
+                "content block {index} of a file of {} blocks",
+                node.content.len()
+            )));
+        };
+        match node.delta(index) {
+            None => self.read_blob(id).await,
+            Some(d) => {
+                let (base, patch) =
+                    futures::try_join!(self.read_blob(&d.base), self.read_blob(&d.patch))?;
+                rebuild_block(&self.key.id_key(), id, d, &base, &patch)
+            }
+        }
+    }
+
     /// Reads and decodes a tree.
     pub async fn read_tree(&self, id: &BlobId) -> Result<Tree> {
         let loc = self.locate(id).await?;
@@ -337,4 +359,36 @@ impl Repository {
         }
         self.storage.get(name).await
     }
+}
+
+/// Rebuilds a block stored as a patch and checks it against its content id `id`.
+pub(crate) fn rebuild_block(
+    id_key: &cairn_format::IdKey,
+    id: &BlobId,
+    d: &DeltaBlock,
+    base: &[u8],
+    patch: &[u8],
+) -> Result<Vec<u8>> {
+    let object = || {
+        format!(
+            "block {} (patch {} on base {})",
+            id.short(),
+            d.patch.short(),
+            d.base.short()
+        )
+    };
+    let block = cairn_format::delta::decode(base, patch, d.len as usize)
+        .map_err(|e| Error::format(object(), e))?;
+    let got = id_key.blob_id(&block);
+    if got != *id {
+        return Err(Error::format(
+            object(),
+            cairn_format::FormatError::IdMismatch {
+                what: "delta block",
+                expected: id.to_hex(),
+                actual: got.to_hex(),
+            },
+        ));
+    }
+    Ok(block)
 }

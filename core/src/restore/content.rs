@@ -4,6 +4,12 @@
 //! and neighbouring blobs of one pack (gaps up to [`MAX_GAP`]) are merged into one ranged read
 //! of at most [`MAX_RANGE`] bytes (or one blob, when a blob is larger). A blob used by several
 //! files, or several times in one file, is fetched and opened once and written to each place.
+//!
+//! A block stored as a patch (a [`DeltaBlock`]) is restored in two passes: the first writes its
+//! base where the block belongs, like any other blob; the second, once every first-pass job has
+//! finished, fetches the patch, reads the base back from the file, rebuilds the block, checks it
+//! against the block's id and writes it over the base. Both passes count as places of the file,
+//! so the file is finished (metadata, progress) after its last patch.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -12,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use cairn_format::{BlobId, BlobType, PackId};
+use cairn_format::{BlobId, BlobType, DeltaBlock, PackId};
 use futures::StreamExt;
 use futures::stream;
 use tokio::sync::Semaphore;
@@ -32,12 +38,34 @@ pub(super) const MEMORY_BUDGET: u64 = 32 << 20;
 /// Granularity of the memory budget's permits.
 const PERMIT_BYTES: u64 = 64 << 10;
 
-/// One blob to read and the places its plaintext goes: (file number, offset in the file).
+/// Where a blob's plaintext goes.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    /// File number.
+    file: usize,
+    /// Offset in the file.
+    offset: u64,
+    /// What the plaintext is there.
+    role: Role,
+}
+
+/// What a blob is to one place.
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    /// The content at the offset.
+    Whole,
+    /// The base of a block stored as a patch (written first, replaced by the patch pass).
+    Base,
+    /// The patch rebuilding block `.0` (delta entry `.1`) from the base at the offset.
+    Patch(BlobId, DeltaBlock),
+}
+
+/// One blob to read and the places its plaintext goes.
 #[derive(Debug)]
 struct Wanted {
     id: BlobId,
     loc: BlobLocation,
-    places: Vec<(usize, u64)>,
+    places: Vec<Place>,
 }
 
 /// One ranged read of a pack and the blobs in it.
@@ -49,10 +77,39 @@ pub(super) struct Job {
     blobs: Vec<Wanted>,
 }
 
-/// Locates every chunk of every created file and groups them into ranged reads. Files with a
-/// chunk missing from the index are marked failed (the chunks before it are still written).
-pub(super) fn plan_jobs(ctx: &Ctx, index: &Index) -> Vec<Job> {
+/// Locates a data blob; `None` (with the file marked failed) when it is missing or a tree.
+fn locate_data(ctx: &Ctx, index: &Index, fi: usize, id: &BlobId) -> Option<BlobLocation> {
+    match index.get(id) {
+        Some(loc) if loc.blob_type == BlobType::Data => Some(loc),
+        Some(_) => {
+            ctx.fail_file(fi, format!("blob {id} is a tree, not file content"));
+            None
+        }
+        None => {
+            ctx.fail_file(fi, format!("blob {id}: not found in any index"));
+            None
+        }
+    }
+}
+
+fn want(map: &mut HashMap<BlobId, Wanted>, id: BlobId, loc: BlobLocation, place: Place) {
+    map.entry(id)
+        .or_insert_with(|| Wanted {
+            id,
+            loc,
+            places: Vec::new(),
+        })
+        .places
+        .push(place);
+}
+
+/// Locates every chunk of every created file and groups them into ranged reads: the jobs of
+/// the first pass (whole blobs and the bases of patched blocks) and of the second (patches).
+/// Files with a chunk missing from the index are marked failed (the chunks before it are still
+/// written).
+pub(super) fn plan_jobs(ctx: &Ctx, index: &Index) -> (Vec<Job>, Vec<Job>) {
     let mut wanted: HashMap<BlobId, Wanted> = HashMap::new();
+    let mut patches: HashMap<BlobId, Wanted> = HashMap::new();
     for (fi, file) in ctx.files.iter().enumerate() {
         let Some(state) = ctx.state.get(fi) else {
             continue;
@@ -63,31 +120,52 @@ pub(super) fn plan_jobs(ctx: &Ctx, index: &Index) -> Vec<Job> {
         let mut offset = 0u64;
         let mut places = 0usize;
         let mut complete = true;
-        for id in &file.node.content {
-            let loc = match index.get(id) {
-                Some(loc) if loc.blob_type == BlobType::Data => loc,
-                Some(_) => {
-                    ctx.fail_file(fi, format!("blob {id} is a tree, not file content"));
-                    complete = false;
-                    break;
-                }
-                None => {
-                    ctx.fail_file(fi, format!("blob {id}: not found in any index"));
-                    complete = false;
-                    break;
-                }
+        for (i, id) in file.node.content.iter().enumerate() {
+            let place = Place {
+                file: fi,
+                offset,
+                role: Role::Whole,
             };
-            wanted
-                .entry(*id)
-                .or_insert_with(|| Wanted {
-                    id: *id,
-                    loc,
-                    places: Vec::new(),
-                })
-                .places
-                .push((fi, offset));
-            places += 1;
-            offset += u64::from(loc.plain_len);
+            let Some(d) = file.node.delta(i) else {
+                let Some(loc) = locate_data(ctx, index, fi, id) else {
+                    complete = false;
+                    break;
+                };
+                want(&mut wanted, *id, loc, place);
+                places += 1;
+                offset += u64::from(loc.plain_len);
+                continue;
+            };
+            let (Some(base), Some(patch)) = (
+                locate_data(ctx, index, fi, &d.base),
+                locate_data(ctx, index, fi, &d.patch),
+            ) else {
+                complete = false;
+                break;
+            };
+            if base.plain_len != d.len {
+                ctx.fail_file(
+                    fi,
+                    format!(
+                        "block {id}: base {} is {} bytes, the block {} (damaged tree)",
+                        d.base, base.plain_len, d.len
+                    ),
+                );
+                complete = false;
+                break;
+            }
+            let base_place = Place {
+                role: Role::Base,
+                ..place
+            };
+            want(&mut wanted, d.base, base, base_place);
+            let patch_place = Place {
+                role: Role::Patch(*id, *d),
+                ..place
+            };
+            want(&mut patches, d.patch, patch, patch_place);
+            places += 2;
+            offset += u64::from(d.len);
         }
         if complete && offset != file.node.size {
             ctx.fail_file(
@@ -100,11 +178,15 @@ pub(super) fn plan_jobs(ctx: &Ctx, index: &Index) -> Vec<Job> {
         }
         state.remaining.store(places, Ordering::Relaxed);
     }
-    // Group by pack; order packs by the first file needing them, so files complete (and get
-    // their metadata) progressively rather than all at the end.
+    (group(wanted), group(patches))
+}
+
+/// Groups blobs into ranged reads; orders packs by the first file needing them, so files
+/// complete (and get their metadata) progressively rather than all at the end.
+fn group(wanted: HashMap<BlobId, Wanted>) -> Vec<Job> {
     let mut by_pack: HashMap<PackId, (usize, Vec<Wanted>)> = HashMap::new();
     for w in wanted.into_values() {
-        let first = w.places.iter().map(|p| p.0).min().unwrap_or(0);
+        let first = w.places.iter().map(|p| p.file).min().unwrap_or(0);
         let e = by_pack.entry(w.loc.pack).or_insert((first, Vec::new()));
         e.0 = e.0.min(first);
         e.1.push(w);
@@ -164,10 +246,10 @@ pub(super) async fn run(repo: &Repository, ctx: &Arc<Ctx>, jobs: Vec<Job>, threa
                         .await;
                 let worker = workers.acquire_owned().await.ok();
                 let blocking_ctx = ctx.clone();
-                let places: Vec<(usize, u64)> = job
+                let places: Vec<usize> = job
                     .blobs
                     .iter()
-                    .flat_map(|w| w.places.iter().copied())
+                    .flat_map(|w| w.places.iter().map(|p| p.file))
                     .collect();
                 let done = tokio::task::spawn_blocking(move || {
                     blocking_ctx.apply(job, fetched);
@@ -177,7 +259,7 @@ pub(super) async fn run(repo: &Repository, ctx: &Arc<Ctx>, jobs: Vec<Job>, threa
                 .await;
                 if let Err(e) = done {
                     // The worker died (a panic): account for what it would have finished.
-                    for (fi, _) in places {
+                    for fi in places {
                         ctx.fail_file(fi, format!("restore worker failed: {e}"));
                         ctx.place_done(fi);
                     }
@@ -223,17 +305,30 @@ impl Ctx {
                 }
             };
             let zero = self.sparse && is_zero(&plain);
-            let len = plain.len() as u64;
-            for &(fi, offset) in &w.places {
-                let written = if zero {
-                    Ok(())
-                } else {
-                    self.write(fi, offset, &plain, &mut open)
+            for &Place {
+                file: fi,
+                offset,
+                role,
+            } in &w.places
+            {
+                // Sparse files are created at their size, so skipped zeros read back as zeros.
+                let written = match role {
+                    Role::Whole if zero => Ok(plain.len()),
+                    Role::Whole => self
+                        .write(fi, offset, &plain, &mut open)
+                        .map(|()| plain.len()),
+                    // Bases are not counted: the patch pass counts the block.
+                    Role::Base if zero => Ok(0),
+                    Role::Base => self.write(fi, offset, &plain, &mut open).map(|()| 0),
+                    Role::Patch(block, d) => {
+                        self.apply_patch(fi, offset, &block, &d, &plain, &mut open)
+                    }
                 };
                 match written {
-                    Ok(()) => {
-                        self.counts.bytes.fetch_add(len, Ordering::Relaxed);
-                        self.progress.bytes_done(len);
+                    Ok(n) => {
+                        let n = n as u64;
+                        self.counts.bytes.fetch_add(n, Ordering::Relaxed);
+                        self.progress.bytes_done(n);
                     }
                     Err(e) => self.fail_file(fi, format!("write at offset {offset}: {e}")),
                 }
@@ -245,6 +340,25 @@ impl Ctx {
                 }
             }
         }
+    }
+
+    /// Rebuilds a patched block from the base already written at `offset` and writes it there;
+    /// returns the block's length.
+    fn apply_patch(
+        &self,
+        fi: usize,
+        offset: u64,
+        block: &BlobId,
+        d: &DeltaBlock,
+        patch: &[u8],
+        open: &mut Option<(usize, File)>,
+    ) -> std::io::Result<usize> {
+        let mut base = vec![0u8; d.len as usize];
+        self.with_file(fi, open, |f| f.read_exact_at(&mut base, offset))?;
+        let rebuilt = crate::repo::rebuild_block(&self.repo.key().id_key(), block, d, &base, patch)
+            .map_err(std::io::Error::other)?;
+        self.write(fi, offset, &rebuilt, open)?;
+        Ok(rebuilt.len())
     }
 
     fn write(
@@ -268,10 +382,31 @@ impl Ctx {
         }
     }
 
+    /// Runs `op` on file `fi`, opening it (read-write) unless it is the one open.
+    fn with_file<T>(
+        &self,
+        fi: usize,
+        open: &mut Option<(usize, File)>,
+        op: impl FnOnce(&File) -> std::io::Result<T>,
+    ) -> std::io::Result<T> {
+        if open.as_ref().is_none_or(|(f, _)| *f != fi) {
+            let path = match self.files.get(fi) {
+                Some(f) => &f.path,
+                None => return Err(std::io::Error::other("no such file in the plan")),
+            };
+            *open = None;
+            *open = Some((fi, fsops::open_for_write(path)?));
+        }
+        match open {
+            Some((_, f)) => op(f),
+            None => Err(std::io::Error::other("file not open")),
+        }
+    }
+
     /// Records a blob failure for every file that needed the blobs, and accounts the places.
     fn fail_blobs(&self, blobs: &[Wanted], msg: &str) {
         for w in blobs {
-            for &(fi, _) in &w.places {
+            for &Place { file: fi, .. } in &w.places {
                 self.fail_file(fi, format!("blob {}: {msg}", w.id));
                 self.place_done(fi);
             }

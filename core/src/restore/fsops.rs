@@ -121,7 +121,9 @@ pub(super) fn create_file(
 
 /// Opens a restored file for writing its content, never through a symlink.
 pub(super) fn open_for_write(path: &Path) -> io::Result<File> {
+    // Readable too: a block stored as a patch is rebuilt from its base, written there first.
     OpenOptions::new()
+        .read(true)
         .write(true)
         .custom_flags(OFlag::O_NOFOLLOW.bits())
         .open(path)

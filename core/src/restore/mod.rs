@@ -365,7 +365,10 @@ pub async fn restore(
     .await
     .map_err(|e| Error::Invalid(format!("restore worker failed: {e}")))??;
 
-    content::run(repo, &ctx, jobs, threads).await;
+    // Patches only once every base is in place.
+    let (whole, patches) = jobs;
+    content::run(repo, &ctx, whole, threads).await;
+    content::run(repo, &ctx, patches, threads).await;
 
     // Directory metadata last, deepest first, so that nothing written below changes it again.
     if ctx.metadata {
@@ -425,8 +428,9 @@ pub async fn dump(
             )));
         }
     };
-    let mut blobs = stream::iter(node.content.iter())
-        .map(|id| repo.read_blob(id))
+    let node = &node;
+    let mut blobs = stream::iter(0..node.content.len())
+        .map(|i| repo.read_content_block(node, i))
         .buffered(DUMP_PREFETCH);
     let mut written = 0u64;
     while let Some(plain) = blobs.next().await {

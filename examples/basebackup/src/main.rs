@@ -71,6 +71,10 @@ enum Command {
         /// Spread the start checkpoint instead of forcing it.
         #[arg(long)]
         spread_checkpoint: bool,
+        /// Store changed blocks whole, not as patches against the previous base backup of the
+        /// cluster (every backup is still a full snapshot either way).
+        #[arg(long)]
+        no_delta: bool,
         /// Tags.
         #[arg(long = "tag")]
         tags: Vec<String>,
@@ -201,6 +205,7 @@ fn info_json(id: &str, info: &BaseBackupInfo, s: &cairn::format::Snapshot) -> se
         "pgdata": info.pgdata, "bytes": s.summary.total_bytes,
         "bytes_added_plain": s.summary.bytes_added_plain, "bytes_added_stored": s.summary.bytes_added_stored,
         "duration_seconds": s.summary.duration_nanos as f64 / 1e9,
+        "compared_with": s.parent.map(|p| p.to_hex()),
     })
 }
 
@@ -214,6 +219,7 @@ async fn run(cli: Cli) -> cairn::Result<()> {
             label,
             block_size,
             spread_checkpoint,
+            no_delta,
             tags,
         } => {
             let mut o = BaseBackupOptions::default();
@@ -222,6 +228,7 @@ async fn run(cli: Cli) -> cairn::Result<()> {
             o.label = label;
             o.block_size = block_size;
             o.fast_checkpoint = !spread_checkpoint;
+            o.delta = !no_delta;
             o.tags = tags;
             let out = base_backup(&repo, &o, Arc::new(NoProgress)).await?;
             if g.json {
