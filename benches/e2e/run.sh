@@ -108,6 +108,7 @@ tool_cmd() {
   case "$tool/$op" in
     cairn/init) CMD=("${cairn_env[@]}" "$CAIRN_BIN" --repo "$repo" --kdf-memory-kib 65536 --kdf-passes 3 init) ;;
     cairn/backup | cairn/rebackup) CMD=("${cairn_env[@]}" "$CAIRN_BIN" --repo "$repo" --json backup "$src") ;;
+    cairn/backup_keyfile) CMD=("${cairn_env[@]}" "$CAIRN_BIN" --repo "$repo" --key-file "$repo.key" --json backup "$src") ;;
     cairn/rebackup_keyfile) CMD=("${cairn_env[@]}" "$CAIRN_BIN" --repo "$repo" --key-file "$repo.key" --json backup "$src") ;;
     cairn/open) CMD=("${cairn_env[@]}" "$CAIRN_BIN" --repo "$repo" --json snapshots) ;;
     cairn/restore) CMD=("${cairn_env[@]}" "$CAIRN_BIN" --repo "$repo" restore latest --target "$dst") ;;
@@ -246,6 +247,16 @@ bench_tool() {
   rm -rf "$repo" "$repo.cache" "$dst"
   mkdir -p "$WORK/repos" "$WORK/restore" "$WORK/logs"
   warm "$src"
+  if [ "$tool" = cairn ]; then
+    # First, the first backup opened with a key file (no Argon2id), into a repository of its own.
+    local kf="$WORK/repos/$ds-cairn-kf"
+    rm -rf "$kf" "$kf.cache" "$kf.key"
+    env XDG_CACHE_HOME="$kf.cache" "$CAIRN_BIN" --repo "$kf" --kdf-memory-kib 65536 --kdf-passes 3 init >/dev/null
+    env XDG_CACHE_HOME="$kf.cache" "$CAIRN_BIN" --repo "$kf" key export "$kf.key" >/dev/null
+    warm "$src"
+    measure "$run" "$ds" "$tool" backup_keyfile "$kf" "$src" "$dst" || true
+    rm -rf "$kf" "$kf.cache" "$kf.key"
+  fi
   measure "$run" "$ds" "$tool" init "$repo" "$src" "$dst" || return 0
   warm "$src"
   # The repository size is known only after the backup: measure, then patch the record.

@@ -104,8 +104,9 @@ def report(path):
                         "wall_s": max(r["wall_s"] - o["wall_s"], 0.005)})
     # restic and rustic have no key file: their re-backup is the comparison for Cairn's
     # re-backup opened with a key file.
-    for r in [r for r in ops if r["op"] == "rebackup" and r["tool"] != "cairn"]:
-        ops.append({**r, "op": "rebackup_keyfile"})
+    for op in ("backup", "rebackup"):
+        for r in [r for r in ops if r["op"] == op and r["tool"] != "cairn"]:
+            ops.append({**r, "op": op + "_keyfile"})
     dsets = {r["dataset"]: r for r in recs if r.get("kind") == "dataset"}
     tools = {r["tool"]: r for r in recs if r.get("kind") == "tool"}
     machine = next((r for r in recs if r.get("kind") == "machine"), {})
@@ -195,6 +196,8 @@ def report(path):
         speed = lambda c, r: r["wall_s"] / c["wall_s"]  # noqa: E731
         rss = lambda c, r: c["max_rss_kib"] / r["max_rss_kib"]  # noqa: E731
         row("first backup, MB/s", "backup", "wall_s", thr, speed, "backup")
+        row("first backup, cairn with a key file, MB/s", "backup_keyfile", "wall_s", thr, speed,
+            "backup")
         row("re-backup unchanged, s", "rebackup", "wall_s", lambda s: s, speed, "rebackup")
         row("re-backup unchanged, cairn with a key file, s", "rebackup_keyfile", "wall_s",
             lambda s: s, speed, "rebackup")

@@ -538,7 +538,7 @@ median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR] = $1} END {if (NR == 0) 
   echo
   echo "| tool | wall s | peak RSS MiB | bytes added MiB (du -sb delta) | added / Cairn's |"
   echo "|---|---:|---:|---:|---:|"
-  echo "| cairn-basebackup push (second, dedup against the first) | $(cell incr_cairn) | ${RSS[incr_cairn]:-} | $(mib "${ADDED[incr_cairn]:-0}") | 1.00 |"
+  echo "| cairn-basebackup push (second: dedup and patches against the first) | $(cell incr_cairn) | ${RSS[incr_cairn]:-} | $(mib "${ADDED[incr_cairn]:-0}") | 1.00 |"
   echo "| pgbackrest backup --type=incr, default (gz) | $(cell incr_pgbr_default) | ${RSS[incr_pgbr_default]:-} | $(mib "${ADDED[incr_pgbr_default]:-0}") | $(ratio "${ADDED[incr_pgbr_default]:-0}" "${ADDED[incr_cairn]:-0}") |"
   if [ "$EXTRA" = 1 ]; then
     echo "| pgbackrest backup --type=incr, compress-type=zst | $(cell incr_pgbr_zst) | ${RSS[incr_pgbr_zst]:-} | $(mib "${ADDED[incr_pgbr_zst]:-0}") | $(ratio "${ADDED[incr_pgbr_zst]:-0}" "${ADDED[incr_cairn]:-0}") |"
