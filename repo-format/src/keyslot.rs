@@ -116,13 +116,14 @@ impl KdfParams {
 }
 
 impl Default for KdfParams {
-    /// 64 MiB, 3 passes, 1 lane: about 0.2 s on one core of a 2020s server, and 64 MiB per guess
-    /// for an attacker.
+    /// 64 MiB, 3 passes, 4 lanes: RFC 9106's second recommended option (section 4), and 64 MiB
+    /// per guess for an attacker. The lanes are computed in parallel, so opening takes about
+    /// 0.08 s on 2 cores instead of 0.16 s with one lane (the same memory and passes).
     fn default() -> Self {
         Self {
             m_cost_kib: 64 * 1024,
             t_cost: 3,
-            p_cost: 1,
+            p_cost: 4,
         }
     }
 }
