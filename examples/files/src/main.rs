@@ -424,6 +424,8 @@ fn kdf(g: &Global) -> KdfParams {
     if let Some(t) = g.kdf_passes {
         k.t_cost = t;
     }
+    // Argon2 needs 8 KiB per lane: tiny test memory costs get fewer lanes.
+    k.p_cost = k.p_cost.min(k.m_cost_kib / 8).max(1);
     k
 }
 
