@@ -15,7 +15,7 @@
 #   E2E_TOOLS     tools to compare; missing ones are skipped [cairn restic rustic]
 #   E2E_STAGES    1: run the criterion format benches (pipeline stages) once per run [1]
 #   E2E_BUILD     1: cargo build --release -p cairn-files first [1]
-#   E2E_SETTLE    seconds to wait after a tool's clean-up before the next tool starts [40]
+#   E2E_SETTLE    seconds to wait after deleting leftovers of an interrupted run [360]
 #   E2E_OUT       results path prefix [benches/e2e/results/<UTC date>]
 #   CAIRN_BIN, RESTIC_BIN, RUSTIC_BIN   binaries [target/release/cairn-files, restic, rustic]
 #
@@ -32,7 +32,7 @@ DATASETS=${E2E_DATASETS:-doc mixed}
 TOOLS=${E2E_TOOLS:-cairn restic rustic}
 STAGES=${E2E_STAGES:-1}
 BUILD=${E2E_BUILD:-1}
-SETTLE=${E2E_SETTLE:-40}
+SETTLE=${E2E_SETTLE:-360}
 OUT=${E2E_OUT:-$HERE/results/$(date -u +%Y-%m-%d)}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 CAIRN_BIN=${CAIRN_BIN:-$TARGET_DIR/release/cairn-files}
@@ -242,20 +242,21 @@ verify() {
 bench_tool() {
   local run=$1 ds=$2 tool=$3 src repo dst
   src=$(dataset_dir "$ds")
-  repo="$WORK/repos/$ds-$tool"
-  dst="$WORK/restore/$ds-$tool"
-  rm -rf "$repo" "$repo.cache" "$dst"
+  # Nothing is deleted until every run is over: on ext4 without a journal, creating files
+  # within 60 s (360 s while the inode table is dirty) of deleting many others makes the kernel
+  # scan for recently deleted inodes (`recently_deleted`: up to 40 % of a restore's samples),
+  # which would charge one tool for the clean-up of the one before it.
+  repo="$WORK/repos/r$run-$ds-$tool"
+  dst="$WORK/restore/r$run-$ds-$tool"
   mkdir -p "$WORK/repos" "$WORK/restore" "$WORK/logs"
   warm "$src"
   if [ "$tool" = cairn ]; then
     # First, the first backup opened with a key file (no Argon2id), into a repository of its own.
-    local kf="$WORK/repos/$ds-cairn-kf"
-    rm -rf "$kf" "$kf.cache" "$kf.key"
+    local kf="$WORK/repos/r$run-$ds-cairn-kf"
     env XDG_CACHE_HOME="$kf.cache" "$CAIRN_BIN" --repo "$kf" --kdf-memory-kib 65536 --kdf-passes 3 init >/dev/null
     env XDG_CACHE_HOME="$kf.cache" "$CAIRN_BIN" --repo "$kf" key export "$kf.key" >/dev/null
     warm "$src"
     measure "$run" "$ds" "$tool" backup_keyfile "$kf" "$src" "$dst" || true
-    rm -rf "$kf" "$kf.cache" "$kf.key"
   fi
   measure "$run" "$ds" "$tool" init "$repo" "$src" "$dst" || return 0
   warm "$src"
@@ -287,12 +288,6 @@ bench_tool() {
       log "  r$run $ds $tool: RESTORE DIFFERS ($VERIFY_NOTE)"
     fi
   fi
-  rm -rf "$dst" "$repo" "$repo.cache" "$repo.key"
-  # ext4 scans recently deleted inodes when it allocates new ones (`recently_deleted`, 44 % of a
-  # restore's samples right after another tool's clean-up): let deletions age before the next
-  # tool creates thousands of files.
-  sync
-  sleep "$SETTLE"
 }
 
 machine_record() {
@@ -349,6 +344,13 @@ cmd_all() {
   for ds in $DATASETS; do
     cat "$WORK/data/$ds.json" >>"$JSONL"
   done
+  # Leftovers of an interrupted run: delete them, then let the deletions age (see bench_tool).
+  if [ -d "$WORK/repos" ] || [ -d "$WORK/restore" ]; then
+    rm -rf "$WORK/repos" "$WORK/restore"
+    sync
+    log "waiting ${SETTLE}s after deleting leftovers (ext4 recently-deleted inode scans)"
+    sleep "$SETTLE"
+  fi
   local run i n=${#active[@]}
   for run in $(seq 1 "$RUNS"); do
     run_stages "$run"
@@ -367,6 +369,7 @@ import json, sys
 r = json.loads(sys.argv[1]); r["load_end"] = sys.argv[2]; print(json.dumps(r))
 EOF
   $SUMMARIZE report "$JSONL" | tee "$OUT.md"
+  rm -rf "$WORK/repos" "$WORK/restore"
   log "results: $OUT.jsonl, $OUT.md"
 }
 

@@ -59,7 +59,7 @@ pub(crate) struct Content {
 pub(crate) type HardLinks = HashMap<(u64, u64), Content>;
 
 /// A patch shorter than this share of its block (1/32) is kept without comparing it with the
-/// block compressed whole; a longer one must be under 3/4 of that.
+/// base's stored size; a longer one must be under 3/4 of that.
 const PATCH_SURE: usize = 32;
 
 /// Counters shared by all workers.
@@ -151,10 +151,11 @@ impl Ctx {
         Ok(id)
     }
 
-    /// Fetches the plaintext of the bases the changed blocks of one window need: each id with the
-    /// length its block has. Bases that are not in the backup's index (or have another length,
-    /// or cannot be read) are left out: their blocks are stored whole.
-    fn fetch_bases(&self, wanted: &HashMap<BlobId, usize>) -> HashMap<BlobId, Vec<u8>> {
+    /// Fetches the plaintext of the bases the changed blocks of one window need, with their
+    /// stored size: each id with the length its block has. Bases that are not in the backup's
+    /// index (or have another length, or cannot be read) are left out: their blocks are stored
+    /// whole.
+    fn fetch_bases(&self, wanted: &HashMap<BlobId, usize>) -> HashMap<BlobId, (Vec<u8>, usize)> {
         let located: Vec<_> = wanted
             .iter()
             .filter_map(|(id, len)| {
@@ -168,9 +169,11 @@ impl Ctx {
         let repo = &self.repo;
         self.handle.block_on(
             futures::stream::iter(located)
-                .map(|(id, loc)| async move { (id, repo.read_blob_at(&id, &loc).await) })
+                .map(|(id, loc)| async move { (id, loc, repo.read_blob_at(&id, &loc).await) })
                 .buffer_unordered(16)
-                .filter_map(|(id, r)| async move { r.ok().map(|plain| (id, plain)) })
+                .filter_map(|(id, loc, r)| async move {
+                    r.ok().map(|plain| (id, (plain, loc.stored_len as usize)))
+                })
                 .collect(),
         )
     }
@@ -184,22 +187,19 @@ impl Ctx {
         id: BlobId,
         i: usize,
         parent: &Node,
-        bases: &HashMap<BlobId, Vec<u8>>,
+        bases: &HashMap<BlobId, (Vec<u8>, usize)>,
     ) -> Result<(BlobId, Option<DeltaBlock>)> {
         let index = u32::try_from(i).map_err(|_| Error::Invalid("too many blocks".into()))?;
-        let whole = |sealed: Option<Vec<u8>>| -> Result<(BlobId, Option<DeltaBlock>)> {
+        let whole = || -> Result<(BlobId, Option<DeltaBlock>)> {
             if !self.packer.claim(&id)? {
-                let sealed = match sealed {
-                    Some(s) => s,
-                    None => self.seal(BlobType::Data, &id, plain, self.compression)?,
-                };
+                let sealed = self.seal(BlobType::Data, &id, plain, self.compression)?;
                 self.packer
                     .add(BlobType::Data, id, &sealed, plain.len() as u32)?;
             }
             Ok((id, None))
         };
         let Some(old) = parent.content.get(i) else {
-            return whole(None);
+            return whole();
         };
         let old_delta = parent.delta(i);
         if *old == id {
@@ -207,12 +207,12 @@ impl Ctx {
                 Some(d) if self.all_indexed([d.patch, d.base])? => {
                     Ok((id, Some(DeltaBlock { index, ..*d })))
                 }
-                _ => whole(None),
+                _ => whole(),
             };
         }
         let base_id = old_delta.map_or(*old, |d| d.base);
-        let Some(base) = bases.get(&base_id) else {
-            return whole(None);
+        let Some((base, base_stored)) = bases.get(&base_id) else {
+            return whole();
         };
         if self.packer.has(&id)? {
             return Ok((id, None));
@@ -226,14 +226,15 @@ impl Ctx {
             .as_deref()
             != Some(plain)
         {
-            return whole(None);
+            return whole();
         }
-        if patch.len() * PATCH_SURE > plain.len() {
-            // Not clearly small: compare with the block sealed whole (kept if it wins).
-            let s = self.seal(BlobType::Data, &id, plain, self.compression)?;
-            if patch.len() + envelope::OVERHEAD >= s.len() * 3 / 4 {
-                return whole(Some(s));
-            }
+        // Not clearly small: compare with the base's stored size, which stands for what this
+        // block would cost whole (same place, same length, mostly the same bytes) without
+        // compressing it a second time.
+        if patch.len() * PATCH_SURE > plain.len()
+            && patch.len() + envelope::OVERHEAD >= base_stored * 3 / 4
+        {
+            return whole();
         }
         let patch_id = self.store_with(BlobType::Data, &patch, Compression::Off)?;
         let len =
