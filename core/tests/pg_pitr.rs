@@ -10,13 +10,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn::format::KdfParams;
 use cairn::pg::basebackup::{BaseBackupOptions, base_backup};
 use cairn::pg::restore::{PgRestoreOptions, RecoveryTarget, restore_base_backup};
-use cairn::{InitOptions, NoProgress, Repository, open_storage};
-use pg_support::{
-    ClusterOptions, PgCluster, PgDir, cairn_wal_binary, chown_to_pg, pg_bindir, pg_command, run,
-};
+use cairn::{NoProgress, Repository};
+use pg_support::{ArchiveRepo, ClusterOptions, PgCluster, PgDir, chown_to_pg, pg_bindir};
 
 const PASSWORD: &str = "pitr-test-password";
 
@@ -83,37 +80,9 @@ fn point_in_time_recovery_and_timeline_switch() {
     };
     let root = PgDir::new("cairn-pitr-");
     let dir = root.path();
-    let bin = root.install_binary(&cairn_wal_binary());
-    let repo_dir = dir.join("repo");
-    let key = dir.join("key");
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let repo = rt.block_on(async {
-        let mut o = InitOptions::default();
-        o.kdf = KdfParams::INSECURE_FOR_TESTS;
-        Repository::init(
-            open_storage(repo_dir.to_str().expect("path")).expect("storage"),
-            PASSWORD.as_bytes(),
-            o,
-        )
-        .await
-        .expect("init")
-    });
-    chown_to_pg(&repo_dir);
-    let out = run(pg_command(&bin)
-        .arg("--repo")
-        .arg(&repo_dir)
-        .arg("key-export")
-        .arg(&key)
-        .env("CAIRN_PASSWORD", PASSWORD));
-    assert!(out.status.success(), "key-export: {out:?}");
-    let wal_cmd = |verb: &str| {
-        format!(
-            "{} --repo {} --key-file {} {verb}",
-            bin.display(),
-            repo_dir.display(),
-            key.display()
-        )
-    };
+    let ar = ArchiveRepo::new(&root, PASSWORD);
+    let (rt, repo) = (&ar.rt, &ar.repo);
+    let wal_cmd = |verb: &str| ar.wal_cmd(verb);
 
     let mut primary = PgCluster::init(
         &bindir,
@@ -135,7 +104,7 @@ fn point_in_time_recovery_and_timeline_switch() {
     let mut bo = BaseBackupOptions::default();
     bo.conninfo = conninfo(&primary);
     let first = rt
-        .block_on(base_backup(&repo, &bo, Arc::new(NoProgress)))
+        .block_on(base_backup(repo, &bo, Arc::new(NoProgress)))
         .expect("base backup");
     assert!(first.warnings.is_empty(), "{:?}", first.warnings);
     assert_eq!(first.info.system_identifier, primary.system_id());
@@ -145,7 +114,7 @@ fn point_in_time_recovery_and_timeline_switch() {
     // whole blocks only, 1/48 with patches: 2.85 MB then 59 KB; see benches/README.md.)
     primary.pgbench(&["-t", "50", "-c", "1", "-n"]);
     let second = rt
-        .block_on(base_backup(&repo, &bo, Arc::new(NoProgress)))
+        .block_on(base_backup(repo, &bo, Arc::new(NoProgress)))
         .expect("second base backup");
     let (a, b) = (
         first.snapshot.summary.bytes_added_stored,
@@ -182,8 +151,8 @@ fn point_in_time_recovery_and_timeline_switch() {
     // Restore to the recorded time: exactly the recorded data.
     let restore_cmd = wal_cmd("fetch %f %p");
     let restored = restore_and_start(
-        &rt,
-        &repo,
+        rt,
+        repo,
         &first.snapshot,
         &bindir,
         dir,
@@ -221,8 +190,8 @@ fn point_in_time_recovery_and_timeline_switch() {
 
     // Restore the same base backup along timeline 2 (history file from the archive).
     let again = restore_and_start(
-        &rt,
-        &repo,
+        rt,
+        repo,
         &first.snapshot,
         &bindir,
         dir,
@@ -245,10 +214,10 @@ fn point_in_time_recovery_and_timeline_switch() {
     )
     .expect("forget");
     let dry = rt
-        .block_on(cairn::pg::retention::prune_wal(&repo, true))
+        .block_on(cairn::pg::retention::prune_wal(repo, true))
         .expect("dry run");
     let done = rt
-        .block_on(cairn::pg::retention::prune_wal(&repo, false))
+        .block_on(cairn::pg::retention::prune_wal(repo, false))
         .expect("prune wal");
     assert_eq!(dry.deleted, done.deleted);
     assert!(!done.deleted.is_empty(), "{done:?}");
@@ -264,7 +233,7 @@ fn point_in_time_recovery_and_timeline_switch() {
             "{name} deleted but needed"
         );
     }
-    let wal_repo = cairn::pg::wal::WalRepo::from(&repo);
+    let wal_repo = cairn::pg::wal::WalRepo::from(repo);
     let left = rt
         .block_on(cairn::pg::wal::list(
             &wal_repo,
@@ -280,7 +249,7 @@ fn point_in_time_recovery_and_timeline_switch() {
     // check follows WAL continuity: clean now; a segment taken out of the middle is reported.
     let structure = cairn::CheckOptions::default();
     let report = rt
-        .block_on(cairn::check(&repo, &structure, Arc::new(NoProgress)))
+        .block_on(cairn::check(repo, &structure, Arc::new(NoProgress)))
         .expect("check");
     assert!(
         report.is_ok() && report.wal_systems == 1,
@@ -301,7 +270,7 @@ fn point_in_time_recovery_and_timeline_switch() {
     )))
     .expect("delete segment");
     let report = rt
-        .block_on(cairn::check(&repo, &structure, Arc::new(NoProgress)))
+        .block_on(cairn::check(repo, &structure, Arc::new(NoProgress)))
         .expect("check");
     assert!(
         report.problems.iter().any(|p| p.message.contains(victim)),

@@ -458,3 +458,55 @@ pub fn cairn_wal_binary() -> PathBuf {
     })
     .clone()
 }
+
+/// A Cairn repository for WAL archiving tests: initialised (cheap key derivation) in
+/// `dir/repo` with a key file `dir/key` that the PostgreSQL user can use, and the `cairn-wal`
+/// binary installed where that user can run it.
+pub struct ArchiveRepo {
+    pub rt: tokio::runtime::Runtime,
+    pub repo: cairn::Repository,
+    pub repo_dir: PathBuf,
+    pub key: PathBuf,
+    pub bin: PathBuf,
+}
+
+impl ArchiveRepo {
+    pub fn new(root: &PgDir, password: &str) -> Self {
+        let dir = root.path();
+        let bin = root.install_binary(&cairn_wal_binary());
+        let repo_dir = dir.join("repo");
+        let key = dir.join("key");
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let repo = rt.block_on(async {
+            let mut o = cairn::InitOptions::default();
+            o.kdf = cairn::format::KdfParams::INSECURE_FOR_TESTS;
+            cairn::Repository::init(
+                cairn::open_storage(repo_dir.to_str().expect("path")).expect("storage"),
+                password.as_bytes(),
+                o,
+            )
+            .await
+            .expect("init")
+        });
+        repo.export_key_file(&key).expect("key file");
+        chown_to_pg(&repo_dir);
+        chown_to_pg(&key);
+        Self {
+            rt,
+            repo,
+            repo_dir,
+            key,
+            bin,
+        }
+    }
+
+    /// `cairn-wal` with this repository and key file, then `verb` (e.g. `push %p`).
+    pub fn wal_cmd(&self, verb: &str) -> String {
+        format!(
+            "{} --repo {} --key-file {} {verb}",
+            self.bin.display(),
+            self.repo_dir.display(),
+            self.key.display()
+        )
+    }
+}
