@@ -45,10 +45,10 @@ fn update(data: &[u8], round: u64) -> Vec<u8> {
     d
 }
 
-fn fixed_blocks() -> PolicyFn {
-    Arc::new(|_: &Path, md: &std::fs::Metadata| {
+fn fixed_blocks(block: usize) -> PolicyFn {
+    Arc::new(move |_: &Path, md: &std::fs::Metadata| {
         if md.is_file() {
-            Policy::FixedBlocks(BLOCK)
+            Policy::FixedBlocks(block)
         } else {
             Policy::Keep
         }
@@ -58,9 +58,18 @@ fn fixed_blocks() -> PolicyFn {
 /// Backs up `dir` against `parent` (the node of `dir` in the parent snapshot); returns the new
 /// snapshot, its `dir` node and the bytes it stored.
 async fn session(repo: &Repository, dir: &Path, parent: Option<Node>) -> (Snapshot, Node, u64) {
+    session_with(repo, dir, parent, BLOCK).await
+}
+
+async fn session_with(
+    repo: &Repository,
+    dir: &Path,
+    parent: Option<Node>,
+    block: usize,
+) -> (Snapshot, Node, u64) {
     let mut o = BackupOptions::default();
     o.always_read = true;
-    let s = BackupSession::new(repo, &o, Arc::new(NoProgress), Some(fixed_blocks()))
+    let s = BackupSession::new(repo, &o, Arc::new(NoProgress), Some(fixed_blocks(block)))
         .await
         .unwrap();
     let node = s.entry_with_parent(dir, parent).await.unwrap().unwrap();
@@ -221,4 +230,35 @@ async fn a_patch_on_the_wrong_base_is_named_not_restored() {
         update(&v1, 1)[2 * BLOCK..3 * BLOCK]
     );
     assert!(bad.kind == NodeKind::File);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_with_another_block_size_never_gives_a_base_of_the_wrong_length() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = init_repo(tmp.path(), fast_options()).await;
+    let dir = tmp.path().join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Four zero 8 KiB pages first, so the 8 KiB blocks 0-3 share one id; the file is three
+    // 64 KiB blocks and one of 8 KiB. In the next backup (64 KiB blocks) blocks 0-2 (64 KiB)
+    // and the last block (8 KiB) all find that id as their parent block: only the last may
+    // use it as a base.
+    let mut v1 = vec![0u8; 32 * 1024];
+    v1.extend_from_slice(&pages(3)[..3 * BLOCK + 8192 - 32 * 1024]);
+    std::fs::write(dir.join("rel"), &v1).unwrap();
+    let (_, d1, _) = session_with(&repo, &dir, None, 8192).await;
+    let mut v2 = update(&v1, 1);
+    let n = v2.len();
+    v2[n - 100] ^= 1;
+    std::fs::write(dir.join("rel"), &v2).unwrap();
+    let (s2, d2, _) = session_with(&repo, &dir, Some(d1), BLOCK).await;
+    let f2 = file_node(&repo, &d2).await;
+    let index = repo.index().await.unwrap();
+    for d in &f2.deltas {
+        let base = index.read().unwrap().get(&d.base).unwrap();
+        assert_eq!(base.plain_len, d.len, "block {}", d.index);
+    }
+    assert_eq!(f2.content.len(), 4);
+    assert!(f2.delta(0).is_none(), "a 64 KiB block on an 8 KiB base");
+    assert_eq!(restored(&repo, &s2, &tmp.path().join("r")).await, v2);
+    assert_clean(&repo).await;
 }

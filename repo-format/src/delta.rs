@@ -69,6 +69,20 @@ pub fn decode(base: &[u8], patch: &[u8], len: usize) -> Result<Vec<u8>> {
             limit: MAX_BLOCK_LEN as u64,
         });
     }
+    // Exactly one frame: trailing bytes, further or skippable frames are refused.
+    match zstd::zstd_safe::find_frame_compressed_size(patch) {
+        Ok(n) if n == patch.len() => {}
+        Ok(n) => {
+            return Err(FormatError::malformed(
+                "delta patch",
+                format!(
+                    "{} bytes after its zstd frame",
+                    patch.len().saturating_sub(n)
+                ),
+            ));
+        }
+        Err(c) => return Err(zstd_err("delta patch", c)),
+    }
     use zstd::zstd_safe::DCtx;
     let mut dctx = DCtx::create();
     dctx.ref_prefix(base)
@@ -145,5 +159,12 @@ mod tests {
         for cut in [0, 1, patch.len() / 2, patch.len() - 1] {
             assert!(decode(&base, &patch[..cut], block.len()).is_err());
         }
+        // Two frames, or a frame with trailing bytes, are not one patch.
+        let mut two = patch.clone();
+        two.extend_from_slice(&patch);
+        assert!(decode(&base, &two, 2 * block.len()).is_err());
+        let mut trailing = patch.clone();
+        trailing.push(0);
+        assert!(decode(&base, &trailing, block.len()).is_err());
     }
 }

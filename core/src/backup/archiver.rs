@@ -3,7 +3,7 @@
 //! Runs on a rayon pool: directories and files are processed in parallel by work stealing, and
 //! the chunks of one large file are sealed in parallel too. Content goes to the [`Packer`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -155,15 +155,15 @@ impl Ctx {
     }
 
     /// Fetches the plaintext of the bases the changed blocks of one window need, with their
-    /// stored size: each id with the length its block has. Bases that are not in the backup's
-    /// index (or have another length, or cannot be read) are left out: their blocks are stored
-    /// whole.
-    fn fetch_bases(&self, wanted: &HashMap<BlobId, usize>) -> HashMap<BlobId, (Vec<u8>, usize)> {
+    /// stored size. Bases that are not in the backup's index, are longer than a block may be,
+    /// or cannot be read are left out: their blocks are stored whole (as are blocks whose base
+    /// has another length, see [`Ctx::store_block`]).
+    fn fetch_bases(&self, wanted: &HashSet<BlobId>) -> HashMap<BlobId, (Vec<u8>, usize)> {
         let located: Vec<_> = wanted
             .iter()
-            .filter_map(|(id, len)| {
+            .filter_map(|id| {
                 let loc = self.packer.locate(id)?;
-                (loc.plain_len as usize == *len).then_some((*id, loc))
+                (loc.plain_len as usize <= cairn_format::delta::MAX_BLOCK_LEN).then_some((*id, loc))
             })
             .collect();
         if located.is_empty() {
@@ -214,14 +214,19 @@ impl Ctx {
             };
         }
         let base_id = old_delta.map_or(*old, |d| d.base);
-        let Some((base, base_stored)) = bases.get(&base_id) else {
+        // A base must have the block's length (SPEC §4.7): a parent cut with another block size
+        // (or whose blocks repeat) may offer one that does not.
+        let Some((base, base_stored)) = bases.get(&base_id).filter(|(b, _)| b.len() == plain.len())
+        else {
             return whole();
         };
         if self.packer.has(&id)? {
             return Ok((id, None));
         }
-        let patch = cairn_format::delta::encode(base, plain)
-            .map_err(|e| Error::Invalid(format!("delta: {e}")))?;
+        let Ok(patch) = cairn_format::delta::encode(base, plain) else {
+            // Too large for a patch, or zstd refused: the block is stored whole.
+            return whole();
+        };
         // What restores will do, once now (about 1 GB/s): a patch that does not rebuild its
         // block exactly is never stored.
         if cairn_format::delta::decode(base, &patch, plain.len())
@@ -378,12 +383,11 @@ impl Ctx {
                         cuts.par_iter().map(|r| id_key.blob_id(block(r))).collect();
                     let start = ids.len();
                     // The bases of changed blocks, fetched together.
-                    let mut wanted = HashMap::new();
-                    for (k, (r, id)) in cuts.iter().zip(&hashes).enumerate() {
+                    let mut wanted = HashSet::new();
+                    for (k, id) in hashes.iter().enumerate() {
                         match parent.content.get(start + k) {
                             Some(old) if old != id => {
-                                let base = parent.delta(start + k).map_or(*old, |d| d.base);
-                                wanted.insert(base, r.len());
+                                wanted.insert(parent.delta(start + k).map_or(*old, |d| d.base));
                             }
                             _ => {}
                         }

@@ -296,6 +296,21 @@ async fn check_tree(
                     Some(_) => {}
                 }
             }
+            for d in &node.deltas {
+                match index.get(&d.base) {
+                    Some(loc) if loc.plain_len != d.len => report.problem(
+                        format!("snapshots/{} {child}", sid.short()),
+                        format!(
+                            "block {}: base {} is {} bytes, the block {}",
+                            d.index,
+                            d.base.short(),
+                            loc.plain_len,
+                            d.len
+                        ),
+                    ),
+                    _ => {}
+                }
+            }
         }
     }
 }

@@ -279,9 +279,12 @@ pub async fn base_backup(
     options: &BaseBackupOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<BaseBackupOutcome> {
-    if options.block_size == 0 || options.block_size % 8192 != 0 {
+    if options.block_size == 0
+        || options.block_size % 8192 != 0
+        || options.block_size > cairn_format::delta::MAX_BLOCK_LEN
+    {
         return Err(Error::Invalid(format!(
-            "block size {} is not a positive multiple of 8 KiB",
+            "block size {} is not a positive multiple of 8 KiB of at most 16 MiB",
             options.block_size
         )));
     }
@@ -350,17 +353,27 @@ pub async fn base_backup(
         .map_err(|e| pg_err("timeline", e))?;
 
     // The base backup this one is compared with: the newest of the same cluster.
-    let parent = if options.delta {
-        crate::pg::restore::list_base_backups(repo, Some(sysid))
-            .await?
-            .pop()
-    } else {
-        None
-    };
-    let parent_root = match &parent {
-        Some((_, s, _)) => Some(repo.read_tree(&s.tree).await?),
-        None => None,
-    };
+    // A parent that cannot be read only costs the patches: every block is then stored whole.
+    let mut parent = None;
+    let mut parent_root = None;
+    if options.delta {
+        match crate::pg::restore::list_base_backups(repo, Some(sysid)).await {
+            Ok(mut all) => parent = all.pop(),
+            Err(e) => progress.warn(&pgdata, &format!("earlier base backups: {e}; no patches")),
+        }
+        if let Some((id, s, _)) = &parent {
+            match repo.read_tree(&s.tree).await {
+                Ok(t) => parent_root = Some(t),
+                Err(e) => {
+                    progress.warn(
+                        &pgdata,
+                        &format!("base backup {}: {e}; no patches", id.short()),
+                    );
+                    parent = None;
+                }
+            }
+        }
+    }
     // Copy while the session stays open; on any failure, stop the backup before returning.
     let copied = copy(
         repo,

@@ -112,6 +112,12 @@ impl Repository {
                 object: format!("{KEYS}/{id}"),
             });
         }
+        if keys.len() == 1 {
+            return Err(Error::Invalid(format!(
+                "key {} is the repository's last key: add another before removing it",
+                id.short()
+            )));
+        }
         if id == self.key_id {
             return Err(Error::Invalid(format!(
                 "key {} is the one in use; open the repository with another key to remove it, or change its password",

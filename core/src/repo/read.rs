@@ -377,6 +377,15 @@ pub(crate) fn rebuild_block(
             d.base.short()
         )
     };
+    if base.len() != d.len as usize {
+        return Err(Error::format(
+            object(),
+            cairn_format::FormatError::Malformed {
+                what: "delta block",
+                reason: format!("the base is {} bytes, the block {}", base.len(), d.len),
+            },
+        ));
+    }
     let block = cairn_format::delta::decode(base, patch, d.len as usize)
         .map_err(|e| Error::format(object(), e))?;
     let got = id_key.blob_id(&block);

@@ -514,6 +514,13 @@ fn key_file_opens_without_password() {
     assert_eq!(snaps.as_array().unwrap().len(), 1);
     // The password opens what the key file wrote.
     assert_eq!(env.snapshot_count(), 1);
+    // The last key slot cannot be removed, not even by a handle without a password.
+    let keys = env.json(&["key", "list"]);
+    let only = keys[0]["id"].as_str().unwrap().to_owned();
+    let out = with_key(&["key", "remove", &only]);
+    assert_ne!(code(&out), 0);
+    assert!(stderr(&out).contains("last key"), "{}", stderr(&out));
+    assert_eq!(env.json(&["key", "list"]).as_array().unwrap().len(), 1);
     // Changing a password needs the password.
     let out = with_key(&["key", "passwd", "--new-password-file", s(&key)]);
     assert_ne!(code(&out), 0);
