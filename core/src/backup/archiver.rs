@@ -146,12 +146,24 @@ impl Ctx {
     /// [`Ctx::store`] with the given compression.
     fn store_with(&self, blob_type: BlobType, plain: &[u8], c: Compression) -> Result<BlobId> {
         let id = self.packer.key().id_key().blob_id(plain);
+        self.store_id(blob_type, id, plain, c)?;
+        Ok(id)
+    }
+
+    /// Stores `plain` under its already computed `id` unless the repository has it.
+    fn store_id(
+        &self,
+        blob_type: BlobType,
+        id: BlobId,
+        plain: &[u8],
+        c: Compression,
+    ) -> Result<()> {
         if !self.packer.claim(&id)? {
             let sealed = self.seal(blob_type, &id, plain, c)?;
             self.packer
                 .add(blob_type, id, &sealed, plain.len() as u32)?;
         }
-        Ok(id)
+        Ok(())
     }
 
     /// Fetches the plaintext of the bases the changed blocks of one window need, with their
@@ -194,11 +206,7 @@ impl Ctx {
     ) -> Result<(BlobId, Option<DeltaBlock>)> {
         let index = u32::try_from(i).map_err(|_| Error::Invalid("too many blocks".into()))?;
         let whole = || -> Result<(BlobId, Option<DeltaBlock>)> {
-            if !self.packer.claim(&id)? {
-                let sealed = self.seal(BlobType::Data, &id, plain, self.compression)?;
-                self.packer
-                    .add(BlobType::Data, id, &sealed, plain.len() as u32)?;
-            }
+            self.store_id(BlobType::Data, id, plain, self.compression)?;
             Ok((id, None))
         };
         let Some(old) = parent.content.get(i) else {

@@ -368,18 +368,7 @@ impl Ctx {
         plain: &[u8],
         open: &mut Option<(usize, File)>,
     ) -> std::io::Result<()> {
-        let path = match self.files.get(fi) {
-            Some(f) => &f.path,
-            None => return Err(std::io::Error::other("no such file in the plan")),
-        };
-        if open.as_ref().is_none_or(|(f, _)| *f != fi) {
-            *open = None;
-            *open = Some((fi, fsops::open_for_write(path)?));
-        }
-        match open {
-            Some((_, f)) => f.write_all_at(plain, offset),
-            None => Err(std::io::Error::other("file not open")),
-        }
+        self.with_file(fi, open, |f| f.write_all_at(plain, offset))
     }
 
     /// Runs `op` on file `fi`, opening it (read-write) unless it is the one open.
