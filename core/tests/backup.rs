@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cairn::format::NodeKind;
+use cairn::storage::CountingStorage;
 use cairn::{BackupOptions, BackupSource, Error, NoProgress, ParentChoice, Repository, backup};
 use cairn_testkit::{init_repo, pseudo_random, read_node, resolve, small_options};
 
@@ -336,5 +337,59 @@ async fn dot_dot_in_paths_is_resolved_lexically() {
     assert_eq!(
         content(&repo, out.snapshot.tree, &src.join("f")).await,
         b"x"
+    );
+}
+
+/// Trees reachable from `root` (root included).
+async fn count_trees(repo: &Repository, root: cairn::format::BlobId) -> u64 {
+    let mut todo = vec![root];
+    let mut n = 0;
+    while let Some(id) = todo.pop() {
+        n += 1;
+        let tree = repo.read_tree(&id).await.unwrap();
+        todo.extend(tree.nodes.iter().filter_map(|node| node.subtree));
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebackup_reads_each_index_file_and_parent_tree_once() {
+    // A backup locates its parent's trees in its own index: the handle's index is not loaded
+    // a second time (which doubled both the reads and the index memory of a backup).
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    for d in ["a/b/c", "a/d", "e"] {
+        std::fs::create_dir_all(src.join(d)).unwrap();
+        std::fs::write(src.join(d).join("f.txt"), d.as_bytes()).unwrap();
+    }
+    let repo = repo(dir.path()).await;
+    let opts = BackupOptions::default();
+    let paths = || BackupSource::Paths(vec![src.clone()]);
+    let first = backup(&repo, paths(), &opts, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    // A second snapshot so that the repository has several index files.
+    std::fs::write(src.join("e/new.txt"), b"new").unwrap();
+    let second = backup(&repo, paths(), &opts, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    let index_files = repo.storage().list("index").await.unwrap().len() as u64;
+    let snapshots = repo.storage().list("snapshots").await.unwrap().len() as u64;
+    assert!(index_files >= 2, "{index_files}");
+    assert_ne!(first.snapshot.tree, second.snapshot.tree);
+    let trees = count_trees(&repo, second.snapshot.tree).await;
+
+    let counting = Arc::new(CountingStorage::new(repo.storage().clone()));
+    let fresh = Repository::open(counting.clone(), b"pw").await.unwrap();
+    let before = counting.counts().gets;
+    let third = backup(&fresh, paths(), &opts, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert_eq!(third.snapshot.summary.bytes_read, 0);
+    let gets = counting.counts().gets - before;
+    assert_eq!(
+        gets,
+        index_files + snapshots + trees,
+        "{index_files} index files, {snapshots} snapshots, {trees} parent trees"
     );
 }

@@ -111,6 +111,30 @@ async fn local_directory() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+#[test]
+fn local_directory_reads_inline_without_a_runtime() {
+    // `reads_inline` promises that reads complete on the calling thread with no tokio runtime
+    // (backups read their parent's trees that way); a store that does not promise it is read
+    // through the runtime instead.
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_storage(dir.path().join("r").to_str().unwrap()).unwrap();
+    assert!(s.reads_inline());
+    assert!(!open_storage("memory://inline").unwrap().reads_inline());
+    let counting = CountingStorage::new(s.clone());
+    assert!(counting.reads_inline(), "the counting wrapper forwards it");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(s.put_new("data/x", Bytes::from_static(b"0123456789")))
+        .unwrap();
+    drop(rt);
+    let got = futures::executor::block_on(s.get_range("data/x", 2..5)).unwrap();
+    assert_eq!(&got[..], b"234");
+    let missing = futures::executor::block_on(s.get_range("data/y", 0..1));
+    assert!(
+        matches!(missing, Err(Error::NotFound { .. })),
+        "{missing:?}"
+    );
+}
+
 #[tokio::test]
 async fn counting_wrapper_forwards_and_counts() {
     let inner = open_storage("memory://counting").unwrap();

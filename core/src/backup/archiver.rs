@@ -295,10 +295,16 @@ impl Ctx {
         self.store(BlobType::Tree, &plain)
     }
 
-    /// Reads a parent subtree (blocking the worker on the async read).
+    /// Reads a parent subtree (blocking the worker on the read). The tree is located in the
+    /// backup's own index, so the handle's index is never loaded a second time; only a tree
+    /// left out of it (its packs condemned by prune) is located through the handle.
     fn parent_tree(&self, id: Option<BlobId>) -> Option<Tree> {
         let id = id?;
-        match self.handle.block_on(self.repo.read_tree(&id)) {
+        let read = match self.packer.locate(&id) {
+            Some(loc) => self.repo.read_tree_at_blocking(&self.handle, &id, &loc),
+            None => self.handle.block_on(self.repo.read_tree(&id)),
+        };
+        match read {
             Ok(t) => Some(t),
             Err(e) => {
                 // A damaged parent only costs a full read of this directory.

@@ -216,13 +216,46 @@ impl Repository {
     /// Reads and decodes a tree.
     pub async fn read_tree(&self, id: &BlobId) -> Result<Tree> {
         let loc = self.locate(id).await?;
+        self.read_tree_at(id, &loc).await
+    }
+
+    /// Reads and decodes a tree whose location is known (from an index the caller holds, such
+    /// as a backup's own), without loading this handle's index.
+    pub async fn read_tree_at(&self, id: &BlobId, loc: &BlobLocation) -> Result<Tree> {
         // Content-addressed: a data blob with the same bytes is the same tree, whatever type
         // its index entry records.
         let plain = match &self.cache_dir {
-            Some(dir) => self.read_tree_cached(dir, id, &loc).await?,
-            None => self.read_blob_at(id, &loc).await?,
+            Some(dir) => self.read_tree_cached(dir, id, loc).await?,
+            None => self.read_blob_at(id, loc).await?,
         };
         Tree::decode(&plain).map_err(|e| Error::format(format!("tree {}", id.short()), e))
+    }
+
+    /// True when blob and tree reads through this handle complete on the calling thread
+    /// without a tokio runtime (see [`crate::storage::Storage::reads_inline`]; a handle with a
+    /// local cache uses `tokio::fs` and does not qualify). The index must be loaded already
+    /// ([`Repository::index`]) for reads that locate blobs.
+    pub fn reads_inline(&self) -> bool {
+        self.cache_dir.is_none() && self.storage.reads_inline()
+    }
+
+    /// [`Repository::read_tree_at`] for a thread outside the runtime (a rayon worker). On a
+    /// store whose reads run inline (a local directory, no cache) the read happens on this
+    /// thread; elsewhere it blocks on `handle`.
+    pub fn read_tree_at_blocking(
+        &self,
+        handle: &tokio::runtime::Handle,
+        id: &BlobId,
+        loc: &BlobLocation,
+    ) -> Result<Tree> {
+        let read = self.read_tree_at(id, loc);
+        if self.reads_inline() {
+            // No runtime is current here, so the local store reads in place instead of handing
+            // each small read to a blocking-pool thread and back.
+            futures::executor::block_on(read)
+        } else {
+            handle.block_on(read)
+        }
     }
 
     /// Reads a tree blob through the local cache: trees are write-once and small, and a re-backup

@@ -308,8 +308,24 @@ pub async fn restore(
             .await
             .map_err(|e| Error::Invalid(format!("restore worker failed: {e}")))??;
     }
-    let plan = plan::build(repo, snapshot.tree, &target, &options.include).await?;
     let index = repo.index().await?;
+    let plan = if repo.reads_inline() {
+        // A local directory: the trees are read on one blocking thread, in place, rather than
+        // each read handed to a blocking-pool thread (bursts of which spawn hundreds).
+        let (r, root, t, include) = (
+            repo.clone(),
+            snapshot.tree,
+            target.clone(),
+            options.include.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            futures::executor::block_on(plan::build(&r, root, &t, &include))
+        })
+        .await
+        .map_err(|e| Error::Invalid(format!("restore worker failed: {e}")))??
+    } else {
+        plan::build(repo, snapshot.tree, &target, &options.include).await?
+    };
     progress.start(
         "restore",
         Some(plan.files.len() as u64),

@@ -201,4 +201,8 @@ impl Storage for CountingStorage {
     fn location(&self) -> String {
         self.inner.location()
     }
+
+    fn reads_inline(&self) -> bool {
+        self.inner.reads_inline()
+    }
 }

@@ -81,4 +81,12 @@ pub trait Storage: Send + Sync + Debug + 'static {
 
     /// A human-readable location (`/srv/backup`, `s3://bucket/prefix`).
     fn location(&self) -> String;
+
+    /// True when [`Storage::get_range`] completes on the calling thread without a tokio runtime
+    /// (a local directory, whose reads run inline when no runtime is current). Blocking
+    /// callers with many small reads (a backup reading its parent's trees) then skip a thread
+    /// hand-off per read. False unless a store says otherwise.
+    fn reads_inline(&self) -> bool {
+        false
+    }
 }

@@ -20,6 +20,8 @@ pub struct ObjectStorage {
     location: String,
     /// Cleared the first time the store answers that it cannot do conditional create.
     conditional_put: AtomicBool,
+    /// Reads complete without a runtime (see [`Storage::reads_inline`]).
+    reads_inline: bool,
 }
 
 impl ObjectStorage {
@@ -29,6 +31,16 @@ impl ObjectStorage {
             store,
             location: location.into(),
             conditional_put: AtomicBool::new(true),
+            reads_inline: false,
+        }
+    }
+
+    /// Wraps a local directory store (`object_store`'s `LocalFileSystem`), whose reads run on
+    /// the calling thread when no tokio runtime is current.
+    pub fn local(store: Arc<dyn ObjectStore>, location: impl Into<String>) -> Self {
+        Self {
+            reads_inline: true,
+            ..Self::new(store, location)
         }
     }
 
@@ -156,5 +168,9 @@ impl Storage for ObjectStorage {
 
     fn location(&self) -> String {
         self.location.clone()
+    }
+
+    fn reads_inline(&self) -> bool {
+        self.reads_inline
     }
 }
