@@ -15,6 +15,7 @@
 #   E2E_TOOLS     tools to compare; missing ones are skipped [cairn restic rustic]
 #   E2E_STAGES    1: run the criterion format benches (pipeline stages) once per run [1]
 #   E2E_BUILD     1: cargo build --release -p cairn-files first [1]
+#   E2E_TMPFS     also restore into this tmpfs directory (empty: skip) [/dev/shm/cairn-e2e]
 #   E2E_SETTLE    seconds to wait after deleting leftovers of an interrupted run [360]
 #   E2E_OUT       results path prefix [benches/e2e/results/<UTC date>]
 #   CAIRN_BIN, RESTIC_BIN, RUSTIC_BIN   binaries [target/release/cairn-files, restic, rustic]
@@ -33,6 +34,7 @@ TOOLS=${E2E_TOOLS:-cairn restic rustic}
 STAGES=${E2E_STAGES:-1}
 BUILD=${E2E_BUILD:-1}
 SETTLE=${E2E_SETTLE:-360}
+TMPFS=${E2E_TMPFS-/dev/shm/cairn-e2e}
 OUT=${E2E_OUT:-$HERE/results/$(date -u +%Y-%m-%d)}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 CAIRN_BIN=${CAIRN_BIN:-$TARGET_DIR/release/cairn-files}
@@ -111,15 +113,15 @@ tool_cmd() {
     cairn/backup_keyfile) CMD=("${cairn_env[@]}" "$CAIRN_BIN" --repo "$repo" --key-file "$repo.key" --json backup "$src") ;;
     cairn/rebackup_keyfile) CMD=("${cairn_env[@]}" "$CAIRN_BIN" --repo "$repo" --key-file "$repo.key" --json backup "$src") ;;
     cairn/open) CMD=("${cairn_env[@]}" "$CAIRN_BIN" --repo "$repo" --json snapshots) ;;
-    cairn/restore) CMD=("${cairn_env[@]}" "$CAIRN_BIN" --repo "$repo" restore latest --target "$dst") ;;
+    cairn/restore | cairn/restore_tmpfs) CMD=("${cairn_env[@]}" "$CAIRN_BIN" --repo "$repo" restore latest --target "$dst") ;;
     restic/init) CMD=("$RESTIC_BIN" -r "$repo" --cache-dir "$cache" init) ;;
     restic/backup | restic/rebackup) CMD=("$RESTIC_BIN" -r "$repo" --cache-dir "$cache" backup "$src") ;;
     restic/open) CMD=("$RESTIC_BIN" -r "$repo" --cache-dir "$cache" snapshots --json) ;;
-    restic/restore) CMD=("$RESTIC_BIN" -r "$repo" --cache-dir "$cache" restore latest --target "$dst") ;;
+    restic/restore | restic/restore_tmpfs) CMD=("$RESTIC_BIN" -r "$repo" --cache-dir "$cache" restore latest --target "$dst") ;;
     rustic/init) CMD=("$RUSTIC_BIN" -r "$repo" --cache-dir "$cache" --no-progress init) ;;
     rustic/backup | rustic/rebackup) CMD=("$RUSTIC_BIN" -r "$repo" --cache-dir "$cache" --no-progress backup "$src") ;;
     rustic/open) CMD=("$RUSTIC_BIN" -r "$repo" --cache-dir "$cache" --no-progress snapshots) ;;
-    rustic/restore) CMD=("$RUSTIC_BIN" -r "$repo" --cache-dir "$cache" --no-progress restore latest "$dst") ;;
+    rustic/restore | rustic/restore_tmpfs) CMD=("$RUSTIC_BIN" -r "$repo" --cache-dir "$cache" --no-progress restore latest "$dst") ;;
     *) die "unknown $tool/$op" ;;
   esac
 }
@@ -287,6 +289,23 @@ bench_tool() {
       sed -i '$ s/"ok":true/"ok":false/; $ s/"note":""/"note":"'"${VERIFY_NOTE//\//\\/}"'"/; $ s/}$/,"meta_diffs":'"$META_DIFFS"'}/' "$JSONL"
       log "  r$run $ds $tool: RESTORE DIFFERS ($VERIFY_NOTE)"
     fi
+  fi
+  # The same restore into tmpfs: the tool's own cost without ext4's inode allocation, whose
+  # cost on this machine swings with what was deleted in the last minutes (see README).
+  if [ -n "$TMPFS" ]; then
+    local tdst="$TMPFS/r$run-$ds-$tool"
+    mkdir -p "$tdst"
+    if measure "$run" "$ds" "$tool" restore_tmpfs "$repo" "$src" "$tdst"; then
+      verify "$run" "$ds" "$tool" "$src" "$tdst"
+      if [ "$VERIFY_OK" = true ]; then
+        sed -i '$ s/}$/,"meta_diffs":'"$META_DIFFS"'}/' "$JSONL"
+      else
+        sed -i '$ s/"ok":true/"ok":false/; $ s/"note":""/"note":"'"${VERIFY_NOTE//\//\\/}"'"/; $ s/}$/,"meta_diffs":'"$META_DIFFS"'}/' "$JSONL"
+        log "  r$run $ds $tool: TMPFS RESTORE DIFFERS ($VERIFY_NOTE)"
+      fi
+    fi
+    # tmpfs has no such allocator cost: free the memory at once.
+    rm -rf "$tdst"
   fi
 }
 

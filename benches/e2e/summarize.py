@@ -204,6 +204,7 @@ def report(path):
         row("(re-backup minus open), s", "rebackup_net", "wall_s", lambda s: s, speed)
         row("(open repository + list snapshots), s", "open", "wall_s", lambda s: s, speed)
         row("restore, MB/s", "restore", "wall_s", thr, speed, "restore")
+        row("(restore into tmpfs), MB/s", "restore_tmpfs", "wall_s", thr, speed)
         row("init, s", "init", "wall_s", lambda s: s, speed)
         for op, label in [("init", "init"), ("backup", "first backup"),
                           ("rebackup", "re-backup"), ("restore", "restore")]:
@@ -212,16 +213,18 @@ def report(path):
             lambda c, r: c["cpu_s"] / r["cpu_s"])
         row("CPU (user+sys) restore, s", "restore", "cpu_s", lambda s: s,
             lambda c, r: c["cpu_s"] / r["cpu_s"])
+        row("CPU (user+sys) restore into tmpfs, s", "restore_tmpfs", "cpu_s", lambda s: s,
+            lambda c, r: c["cpu_s"] / r["cpu_s"])
         row("repository size after first backup, MiB", "backup", "repo_bytes",
             lambda b: b / MIB, lambda c, r: c["repo_bytes"] / r["repo_bytes"])
         ver = []
         for t in names:
-            rr = get(ds, t, "restore")
+            rr = get(ds, t, "restore") + get(ds, t, "restore_tmpfs")
             ver.append(f"{sum(1 for r in rr if r['ok'])}/{len(rr)}" if rr else "n/a")
         w("| restore identical (diff -r), runs | " + " | ".join(ver) + " | | | |")
         meta = []
         for t in names:
-            rr = [r for r in get(ds, t, "restore") if r["ok"]]
+            rr = [r for r in get(ds, t, "restore") + get(ds, t, "restore_tmpfs") if r["ok"]]
             meta.append(f"{sum(1 for r in rr if r.get('meta_diffs', 0) == 0)}/{len(rr)}"
                         if rr else "n/a")
         w("| metadata identical (mode, size, mtime, link), runs | " + " | ".join(meta)
