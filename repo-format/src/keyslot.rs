@@ -25,6 +25,9 @@
 //! passphrase ([`FormatError::WrongPassphrase`]).
 
 use argon2::{Algorithm, Argon2, Params, Version};
+
+/// One 1 KiB block of Argon2id working memory (see [`KeySlot::unwrap_in`]).
+pub use argon2::Block as KdfBlock;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand_core::CryptoRngCore;
@@ -95,22 +98,40 @@ impl KdfParams {
         }
     }
 
-    fn derive(&self, passphrase: &[u8], salt: &[u8; SALT_LEN]) -> Result<Zeroizing<[u8; 32]>> {
+    fn argon2_params(&self) -> Result<Params> {
         self.validate()?;
-        let params =
-            Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(32)).map_err(|e| {
-                FormatError::InvalidParameter {
-                    what: "argon2id parameters",
-                    reason: e.to_string(),
-                }
-            })?;
-        let mut out = Zeroizing::new([0u8; 32]);
-        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-            .hash_password_into(passphrase, salt, out.as_mut())
-            .map_err(|e| FormatError::InvalidParameter {
-                what: "argon2id input",
+        Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(32)).map_err(|e| {
+            FormatError::InvalidParameter {
+                what: "argon2id parameters",
                 reason: e.to_string(),
-            })?;
+            }
+        })
+    }
+
+    /// The number of 1 KiB memory blocks a derivation with these parameters works in (what
+    /// [`KeySlot::unwrap_in`] needs); an error for parameters outside the accepted ranges.
+    pub fn memory_blocks(&self) -> Result<usize> {
+        Ok(self.argon2_params()?.block_count())
+    }
+
+    /// Derives the wrapping key, in `memory` when given (at least [`KdfParams::memory_blocks`]
+    /// blocks, any content), else in memory allocated here.
+    fn derive(
+        &self,
+        passphrase: &[u8],
+        salt: &[u8; SALT_LEN],
+        memory: Option<&mut [KdfBlock]>,
+    ) -> Result<Zeroizing<[u8; 32]>> {
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, self.argon2_params()?);
+        let mut out = Zeroizing::new([0u8; 32]);
+        match memory {
+            Some(m) => argon2.hash_password_into_with_memory(passphrase, salt, out.as_mut(), m),
+            None => argon2.hash_password_into(passphrase, salt, out.as_mut()),
+        }
+        .map_err(|e| FormatError::InvalidParameter {
+            what: "argon2id input",
+            reason: e.to_string(),
+        })?;
         Ok(out)
     }
 }
@@ -181,7 +202,7 @@ impl KeySlot {
             },
         };
         let ad = slot.prefix()?;
-        let wrapping = params.derive(passphrase, &salt)?;
+        let wrapping = params.derive(passphrase, &salt, None)?;
         let ct = XChaCha20Poly1305::new(wrapping.as_ref().into())
             .encrypt(
                 XNonce::from_slice(&nonce),
@@ -204,6 +225,18 @@ impl KeySlot {
 
     /// Unwraps the master key; [`FormatError::WrongPassphrase`] when the passphrase is not this slot's.
     pub fn unwrap(&self, passphrase: &[u8]) -> Result<MasterKey> {
+        self.unwrap_with(passphrase, None)
+    }
+
+    /// [`KeySlot::unwrap`], with Argon2id working in `memory` (at least
+    /// [`KdfParams::memory_blocks`] blocks of the slot's parameters, any content; it is
+    /// overwritten). Lets a caller supply memory that is cheaper to fill than a fresh
+    /// allocation (mapped and populated at once), or reuse it across slots.
+    pub fn unwrap_in(&self, passphrase: &[u8], memory: &mut [KdfBlock]) -> Result<MasterKey> {
+        self.unwrap_with(passphrase, Some(memory))
+    }
+
+    fn unwrap_with(&self, passphrase: &[u8], memory: Option<&mut [KdfBlock]>) -> Result<MasterKey> {
         let SlotBody::Passphrase {
             params,
             salt,
@@ -211,7 +244,7 @@ impl KeySlot {
             wrapped,
         } = &self.body;
         let ad = self.prefix()?;
-        let wrapping = params.derive(passphrase, salt)?;
+        let wrapping = params.derive(passphrase, salt, memory)?;
         let plain = XChaCha20Poly1305::new(wrapping.as_ref().into())
             .decrypt(
                 XNonce::from_slice(nonce),
@@ -342,6 +375,34 @@ mod tests {
     use super::*;
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
+
+    #[test]
+    fn unwrap_in_caller_memory() {
+        let mut rng = ChaCha20Rng::seed_from_u64(10);
+        let master = MasterKey::generate(&mut rng);
+        let params = KdfParams::INSECURE_FOR_TESTS;
+        let slot = KeySlot::wrap_passphrase(&master, b"pw", params, "", 0, &mut rng).unwrap();
+        let n = params.memory_blocks().unwrap();
+        assert!(n >= params.m_cost_kib as usize / 2 && n <= params.m_cost_kib as usize);
+        // Whatever the memory held before (here: leftovers of another derivation, then junk),
+        // the key is the same; the memory may be larger than needed.
+        let mut memory = vec![KdfBlock::default(); n + 3];
+        assert_eq!(slot.unwrap_in(b"pw", &mut memory).unwrap(), master);
+        assert_eq!(
+            slot.unwrap_in(b"pW", &mut memory),
+            Err(FormatError::WrongPassphrase)
+        );
+        for b in &mut memory {
+            b.as_mut().fill(0xA5A5_5A5A_F00D_BEEF);
+        }
+        assert_eq!(slot.unwrap_in(b"pw", &mut memory).unwrap(), master);
+        // Too little memory is an error, not a panic or a wrong key.
+        let mut small = vec![KdfBlock::default(); n - 1];
+        assert!(matches!(
+            slot.unwrap_in(b"pw", &mut small),
+            Err(FormatError::InvalidParameter { .. })
+        ));
+    }
 
     #[test]
     fn wrap_unwrap_and_wrong_passphrase() {

@@ -47,6 +47,8 @@ pub(super) async fn unlock(storage: &dyn Storage, password: &[u8]) -> Result<(Ma
     let slots = read_slots(storage).await?;
     let mut tried = 0;
     let mut corrupt = None;
+    // Argon2id's working memory, mapped once and reused by every slot tried.
+    let mut memory: Option<crate::memory::KdfMemory> = None;
     for (name, slot) in &slots {
         let slot = match slot {
             Ok(s) => s,
@@ -57,7 +59,16 @@ pub(super) async fn unlock(storage: &dyn Storage, password: &[u8]) -> Result<(Ma
             }
         };
         tried += 1;
-        match slot.unwrap(password) {
+        let needed = slot.kdf_params().memory_blocks().unwrap_or(0);
+        if needed > 0 && memory.as_ref().is_none_or(|m| m.len() < needed) {
+            drop(memory.take()); // unmapped before the larger one is mapped
+            memory = crate::memory::KdfMemory::new(needed);
+        }
+        let opened = match memory.as_mut() {
+            Some(m) if needed > 0 && m.len() >= needed => slot.unwrap_in(password, m.blocks()),
+            _ => slot.unwrap(password),
+        };
+        match opened {
             Ok(key) => {
                 let id = key_id_of(name).unwrap_or_default();
                 return Ok((key, id));
