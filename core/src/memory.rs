@@ -7,6 +7,9 @@
 //! [`return_freed_memory`] pins the threshold so that buffers of 4 MiB and more are mapped and
 //! unmapped on their own and freed memory goes back to the system (measured with 1 and 4 MiB: restore of the
 //! 1 GiB `mixed` benchmark set 157-197 -> 56-69 MiB peak RSS; see benches/README.md).
+//!
+//! It also holds `KdfMemory`, Argon2id's working memory mapped and populated in one call.
+//! These are the crate's only `unsafe` blocks, each with its reason.
 
 /// Buffers of this size and larger are given their own mapping by glibc's allocator.
 pub const MMAP_THRESHOLD: usize = 4 << 20;

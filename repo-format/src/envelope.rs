@@ -180,15 +180,20 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-fn compress(plain: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+/// Compresses `plain` into `out` after what it holds (into its spare capacity, which must be
+/// at least the compress bound); returns the compressed length.
+fn compress_after(plain: &[u8], level: i32, out: &mut Vec<u8>) -> std::io::Result<usize> {
+    let at = out.len() as u64;
+    let mut cursor = std::io::Cursor::new(out);
+    cursor.set_position(at);
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().is_none_or(|(l, _)| *l != level) {
             *slot = Some((level, zstd::bulk::Compressor::new(level)?));
         }
         match slot.as_mut() {
-            Some((_, c)) => c.compress(plain),
-            None => zstd::bulk::compress(plain, level),
+            Some((_, c)) => c.compress_to_buffer(plain, &mut cursor),
+            None => zstd::bulk::Compressor::new(level)?.compress_to_buffer(plain, &mut cursor),
         }
     })
 }
@@ -219,21 +224,28 @@ pub fn seal(
     compression: Compression,
     rng: &mut impl CryptoRngCore,
 ) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    seal_into(key, kind, id, plain, compression, rng, &mut out)?;
+    Ok(out)
+}
+
+/// [`seal`] into `out`, replacing what it held: a caller sealing many blobs reuses one buffer
+/// (whose pages are already resident) instead of allocating each envelope afresh. The bytes
+/// are the same as [`seal`]'s for the same random nonce.
+pub fn seal_into(
+    key: &MasterKey,
+    kind: ObjectKind,
+    id: &[u8; ID_LEN],
+    plain: &[u8],
+    compression: Compression,
+    rng: &mut impl CryptoRngCore,
+    out: &mut Vec<u8>,
+) -> Result<()> {
     let plain_len = u32::try_from(plain.len()).map_err(|_| FormatError::TooLarge {
         what: "envelope plaintext",
         size: plain.len() as u64,
         limit: MAX_PLAIN_LEN as u64,
     })?;
-    let compressed = match compression {
-        Compression::Off => None,
-        Compression::Zstd(level) => {
-            let c = compress(plain, level).map_err(|e| FormatError::Compression {
-                what: "envelope",
-                reason: e.to_string(),
-            })?;
-            (c.len() < plain.len()).then_some(c)
-        }
-    };
     let mut header = EnvelopeHeader {
         version: ENVELOPE_VERSION,
         flags: 0,
@@ -241,16 +253,31 @@ pub fn seal(
         nonce: [0; NONCE_LEN],
     };
     rng.fill_bytes(&mut header.nonce);
-    let payload: &[u8] = match &compressed {
-        Some(c) => {
-            header.flags |= FLAG_ZSTD;
-            c
-        }
-        None => plain,
-    };
-    let mut out = Vec::with_capacity(OVERHEAD + payload.len());
-    header.encode_into(&mut out);
-    out.extend_from_slice(payload);
+    out.clear();
+    let mut compressed = false;
+    if let Compression::Zstd(level) = compression {
+        // The header, then the frame written straight after it (the flags are set below).
+        header.encode_into(out);
+        out.reserve(zstd::zstd_safe::compress_bound(plain.len()) + TAG_LEN);
+        let n = compress_after(plain, level, out).map_err(|e| FormatError::Compression {
+            what: "envelope",
+            reason: e.to_string(),
+        })?;
+        // Kept only when it helps.
+        compressed = n < plain.len();
+    }
+    if compressed {
+        header.flags |= FLAG_ZSTD;
+    } else {
+        out.clear();
+        out.reserve(OVERHEAD + plain.len());
+        header.encode_into(out);
+        out.extend_from_slice(plain);
+    }
+    // The flags byte follows the version byte.
+    if let Some(flags) = out.get_mut(1) {
+        *flags = header.flags;
+    }
     let ad = header.aad(kind, id);
     let tag = cipher(key)
         .encrypt_in_place_detached(
@@ -264,7 +291,7 @@ pub fn seal(
             limit: MAX_PLAIN_LEN as u64,
         })?;
     out.extend_from_slice(&tag);
-    Ok(out)
+    Ok(())
 }
 
 /// Authenticates, decrypts and decompresses an envelope of `kind` named `id`.
@@ -381,6 +408,52 @@ mod tests {
 
     fn key() -> MasterKey {
         MasterKey::from_parts([7; 32], [8; 32], [9; 32])
+    }
+
+    #[test]
+    fn seal_into_a_reused_buffer_matches_seal() {
+        let k = key();
+        let mut noise = vec![0u8; 70_000];
+        ChaCha20Rng::seed_from_u64(5).fill_bytes(&mut noise);
+        let text = b"a line of text that repeats\n".repeat(3000);
+        // One buffer for every case, left dirty and oversized by the one before.
+        let mut out = vec![0xEE; 300_000];
+        for plain in [&text[..], &noise[..], b"", b"x", &text[..10]] {
+            for c in [
+                Compression::Zstd(3),
+                Compression::Zstd(-1),
+                Compression::Off,
+            ] {
+                let expect = seal(
+                    &k,
+                    ObjectKind::DataBlob,
+                    &[4; 32],
+                    plain,
+                    c,
+                    &mut ChaCha20Rng::seed_from_u64(9),
+                )
+                .unwrap();
+                seal_into(
+                    &k,
+                    ObjectKind::DataBlob,
+                    &[4; 32],
+                    plain,
+                    c,
+                    &mut ChaCha20Rng::seed_from_u64(9),
+                    &mut out,
+                )
+                .unwrap();
+                assert_eq!(out, expect, "{} bytes, {c:?}", plain.len());
+                let back = open(&k, ObjectKind::DataBlob, &[4; 32], &out, "blob").unwrap();
+                assert_eq!(back, plain);
+                let flags = out[1];
+                let compressible = plain.len() > 1000 && plain.first() == Some(&b'a');
+                assert_eq!(
+                    flags & FLAG_ZSTD != 0,
+                    compressible && c != Compression::Off
+                );
+            }
+        }
     }
 
     #[test]
