@@ -198,17 +198,24 @@ fn compress_after(plain: &[u8], level: i32, out: &mut Vec<u8>) -> std::io::Resul
     })
 }
 
-fn decompress(data: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+/// Decompresses `data` into `out` (replacing its content), at most `capacity` bytes (more is
+/// an error).
+fn decompress_into(data: &[u8], capacity: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
+    out.clear();
+    out.reserve(capacity);
+    // The frame may write up to the buffer's capacity, which can exceed `capacity`: the
+    // caller compares the length with the one recorded.
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
             *slot = Some(zstd::bulk::Decompressor::new()?);
         }
         match slot.as_mut() {
-            Some(d) => d.decompress(data, capacity),
-            None => zstd::bulk::decompress(data, capacity),
+            Some(d) => d.decompress_to_buffer(data, out),
+            None => zstd::bulk::Decompressor::new()?.decompress_to_buffer(data, out),
         }
-    })
+    })?;
+    Ok(())
 }
 
 fn cipher(key: &MasterKey) -> XChaCha20Poly1305 {
@@ -305,33 +312,54 @@ pub fn open(
     sealed: &[u8],
     what: &'static str,
 ) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    open_into(key, kind, id, sealed, what, &mut Vec::new(), &mut out)?;
+    Ok(out)
+}
+
+/// [`open`] into `out` (replacing its content), decrypting a compressed payload in `scratch`
+/// first: a caller opening many envelopes reuses both buffers, whose pages are already
+/// resident, instead of allocating two per envelope. On error `out` holds nothing useful.
+pub fn open_into(
+    key: &MasterKey,
+    kind: ObjectKind,
+    id: &[u8; ID_LEN],
+    sealed: &[u8],
+    what: &'static str,
+    scratch: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> Result<()> {
     let (header, rest) = EnvelopeHeader::parse(sealed).map_err(|e| rename(e, what))?;
     let split = rest.len() - TAG_LEN;
     let (ct, tag) = rest.split_at(split);
-    let mut buf = ct.to_vec();
+    let compressed = header.flags & FLAG_ZSTD != 0;
+    // An uncompressed payload is decrypted where it ends up.
+    let buf = if compressed { &mut *scratch } else { &mut *out };
+    buf.clear();
+    buf.extend_from_slice(ct);
     cipher(key)
         .decrypt_in_place_detached(
             XNonce::from_slice(&header.nonce),
             &header.aad(kind, id),
-            &mut buf,
+            buf,
             Tag::from_slice(tag),
         )
         .map_err(|_| FormatError::Authentication { what })?;
-    if header.flags & FLAG_ZSTD == 0 {
-        return Ok(buf);
+    if !compressed {
+        return Ok(());
     }
     let plain_len = header.plain_len as usize;
-    let plain = decompress(&buf, plain_len).map_err(|e| FormatError::Compression {
+    decompress_into(scratch, plain_len, out).map_err(|e| FormatError::Compression {
         what,
         reason: e.to_string(),
     })?;
-    if plain.len() != plain_len {
+    if out.len() != plain_len {
         return Err(FormatError::malformed(
             what,
             "decompressed length differs from the recorded length",
         ));
     }
-    Ok(plain)
+    Ok(())
 }
 
 fn rename(e: FormatError, what: &'static str) -> FormatError {
@@ -382,6 +410,20 @@ pub fn open_object(
     Ok(plain)
 }
 
+/// [`open_object`] into reused buffers (see [`open_into`]).
+pub fn open_object_into(
+    key: &MasterKey,
+    kind: ObjectKind,
+    id: &[u8; ID_LEN],
+    sealed: &[u8],
+    what: &'static str,
+    scratch: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    open_into(key, kind, id, sealed, what, scratch, out)?;
+    check_id(key, id, out, what)
+}
+
 /// Fails with [`FormatError::IdMismatch`] unless `plain` hashes to `id`.
 pub fn check_id(
     key: &MasterKey,
@@ -418,6 +460,7 @@ mod tests {
         let text = b"a line of text that repeats\n".repeat(3000);
         // One buffer for every case, left dirty and oversized by the one before.
         let mut out = vec![0xEE; 300_000];
+        let (mut scratch, mut plain_buf) = (vec![0xDD; 10], vec![0xCC; 500_000]);
         for plain in [&text[..], &noise[..], b"", b"x", &text[..10]] {
             for c in [
                 Compression::Zstd(3),
@@ -446,6 +489,33 @@ mod tests {
                 assert_eq!(out, expect, "{} bytes, {c:?}", plain.len());
                 let back = open(&k, ObjectKind::DataBlob, &[4; 32], &out, "blob").unwrap();
                 assert_eq!(back, plain);
+                // Opened into the dirty buffers of the case before, too.
+                open_into(
+                    &k,
+                    ObjectKind::DataBlob,
+                    &[4; 32],
+                    &out,
+                    "blob",
+                    &mut scratch,
+                    &mut plain_buf,
+                )
+                .unwrap();
+                assert_eq!(plain_buf, plain);
+                let mut bad = out.clone();
+                let last = bad.len() - 1;
+                bad[last] ^= 1;
+                assert!(matches!(
+                    open_into(
+                        &k,
+                        ObjectKind::DataBlob,
+                        &[4; 32],
+                        &bad,
+                        "blob",
+                        &mut scratch,
+                        &mut plain_buf
+                    ),
+                    Err(FormatError::Authentication { .. })
+                ));
                 let flags = out[1];
                 let compressible = plain.len() > 1000 && plain.first() == Some(&b'a');
                 assert_eq!(

@@ -132,14 +132,37 @@ impl PackEntry {
     /// Opens this blob's envelope (the bytes at [`PackEntry::range`]) and checks the plaintext
     /// against the blob id.
     pub fn open(&self, key: &MasterKey, sealed: &[u8]) -> Result<Vec<u8>> {
-        let plain = open_blob(key, self.blob_type, &self.id, sealed)?;
-        if plain.len() != self.plain_len as usize {
+        let mut plain = Vec::new();
+        self.open_into(key, sealed, &mut Vec::new(), &mut plain)?;
+        Ok(plain)
+    }
+
+    /// [`PackEntry::open`] into `out` (replacing its content), with `scratch` for the
+    /// compressed payload: both reused by a caller opening many blobs (see
+    /// [`envelope::open_into`]).
+    pub fn open_into(
+        &self,
+        key: &MasterKey,
+        sealed: &[u8],
+        scratch: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        envelope::open_object_into(
+            key,
+            self.blob_type.object_kind(),
+            self.id.as_bytes(),
+            sealed,
+            blob_what(self.blob_type),
+            scratch,
+            out,
+        )?;
+        if out.len() != self.plain_len as usize {
             return Err(FormatError::malformed(
                 "pack entry",
                 "plain length differs from the blob's",
             ));
         }
-        Ok(plain)
+        Ok(())
     }
 }
 
@@ -170,11 +193,21 @@ pub fn open_blob(
     id: &BlobId,
     sealed: &[u8],
 ) -> Result<Vec<u8>> {
-    let what = match blob_type {
+    envelope::open_object(
+        key,
+        blob_type.object_kind(),
+        id.as_bytes(),
+        sealed,
+        blob_what(blob_type),
+    )
+}
+
+/// What errors call a blob of this type.
+fn blob_what(blob_type: BlobType) -> &'static str {
+    match blob_type {
         BlobType::Data => "data blob",
         BlobType::Tree => "tree blob",
-    };
-    envelope::open_object(key, blob_type.object_kind(), id.as_bytes(), sealed, what)
+    }
 }
 
 /// The decoded trailer.

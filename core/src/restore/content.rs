@@ -35,6 +35,8 @@ pub(super) const MAX_GAP: u64 = 256 << 10;
 pub(super) const MAX_RANGE: u64 = 8 << 20;
 /// Sealed bytes fetched and not yet written, at most (a range larger than this runs alone).
 pub(super) const MEMORY_BUDGET: u64 = 32 << 20;
+/// Buffer pairs kept between jobs (at least the number of jobs applied at once).
+const MAX_SPARE_BUFFERS: usize = 8;
 /// Granularity of the memory budget's permits.
 const PERMIT_BYTES: u64 = 64 << 10;
 
@@ -291,19 +293,21 @@ impl Ctx {
             Err(e) => return self.fail_blobs(&job.blobs, &e.to_string()),
         };
         let mut open: Option<(usize, File)> = None;
+        let (mut scratch, mut plain) = self.take_buffers();
         for w in &job.blobs {
             let from = (u64::from(w.loc.offset) - job.start) as usize;
             let sealed = bytes
                 .get(from..from + w.loc.stored_len as usize)
                 .unwrap_or_default();
-            let plain = match w.loc.entry(w.id).open(self.repo.key(), sealed) {
-                Ok(p) => p,
-                Err(e) => {
-                    let msg = format!("{pack}: corrupt: {e}");
-                    self.fail_blobs(std::slice::from_ref(w), &msg);
-                    continue;
-                }
-            };
+            let opened =
+                w.loc
+                    .entry(w.id)
+                    .open_into(self.repo.key(), sealed, &mut scratch, &mut plain);
+            if let Err(e) = opened {
+                let msg = format!("{pack}: corrupt: {e}");
+                self.fail_blobs(std::slice::from_ref(w), &msg);
+                continue;
+            }
             let zero = self.sparse && is_zero(&plain);
             for &Place {
                 file: fi,
@@ -338,6 +342,26 @@ impl Ctx {
                     }
                     self.finish_file(fi);
                 }
+            }
+        }
+        self.return_buffers(scratch, plain);
+    }
+
+    /// Buffers for opening a job's blobs: those of a finished job, or new ones.
+    fn take_buffers(&self) -> (Vec<u8>, Vec<u8>) {
+        self.buffers
+            .lock()
+            .ok()
+            .and_then(|mut b| b.pop())
+            .unwrap_or_default()
+    }
+
+    /// Keeps a job's buffers for the next, as many as jobs run at once (their size is that of
+    /// the largest blob opened, which the memory budget already allows per running job).
+    fn return_buffers(&self, scratch: Vec<u8>, plain: Vec<u8>) {
+        if let Ok(mut b) = self.buffers.lock() {
+            if b.len() < MAX_SPARE_BUFFERS {
+                b.push((scratch, plain));
             }
         }
     }
