@@ -135,6 +135,77 @@ fn local_directory_reads_inline_without_a_runtime() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_directory_large_ranged_reads() {
+    // Ranged reads of 1 MiB and more of a local store go into reused buffers: every read must
+    // still return exactly its bytes, while earlier results are alive and after they are gone.
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_storage(dir.path().join("r").to_str().unwrap()).unwrap();
+    let a: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+    let b: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8 ^ 0x5A).collect();
+    s.put_new("data/aaaa", Bytes::from(a.clone()))
+        .await
+        .unwrap();
+    s.put_new("data/bbbb", Bytes::from(b.clone()))
+        .await
+        .unwrap();
+    let r1 = s.get_range("data/aaaa", 100..4_000_100).await.unwrap();
+    let r2 = s.get_range("data/bbbb", 0..3_000_000).await.unwrap();
+    assert_eq!(&r1[..], &a[100..4_000_100]);
+    assert_eq!(&r2[..], &b[..]);
+    drop(r1);
+    drop(r2);
+    for round in 0..4u64 {
+        let (start, end) = (round * 250_000, round * 250_000 + 1_500_000 + round);
+        let r = s.get_range("data/bbbb", start..end).await.unwrap();
+        assert_eq!(&r[..], &b[start as usize..end as usize], "round {round}");
+        let r = s
+            .get_range("data/aaaa", end..end + 2_000_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            &r[..],
+            &a[end as usize..end as usize + 2_000_000],
+            "round {round}"
+        );
+    }
+    // Reads in parallel, each with its own buffer.
+    let reads = (0..6u64).map(|k| {
+        let s = s.clone();
+        tokio::spawn(async move {
+            s.get_range("data/aaaa", k * 100_000..k * 100_000 + 1_200_000)
+                .await
+        })
+    });
+    for (k, r) in futures::future::join_all(reads)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        let r = r.unwrap().unwrap();
+        let k = k * 100_000;
+        assert_eq!(&r[..], &a[k..k + 1_200_000]);
+    }
+    // A range past the end is an error that names the object; a missing object is NotFound.
+    match s.get_range("data/bbbb", 2_000_000..4_000_000).await {
+        Err(Error::Storage { object, .. }) => assert_eq!(object, "data/bbbb"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        s.get_range("data/cccc", 0..2_000_000).await,
+        Err(Error::NotFound { .. })
+    ));
+    // Outside a runtime, too.
+    let s2 = s.clone();
+    let b2 = b.clone();
+    std::thread::spawn(move || {
+        let r = futures::executor::block_on(s2.get_range("data/bbbb", 1..1_100_001)).unwrap();
+        assert_eq!(&r[..], &b2[1..1_100_001]);
+    })
+    .join()
+    .unwrap();
+}
+
 #[tokio::test]
 async fn counting_wrapper_forwards_and_counts() {
     let inner = open_storage("memory://counting").unwrap();

@@ -86,8 +86,5 @@ fn open_local(path: &str, location: &str) -> Result<Arc<dyn Storage>> {
     let store = LocalFileSystem::new_with_prefix(&root)
         .map_err(|e| Error::Invalid(format!("{location}: {e}")))?
         .with_fsync(true);
-    Ok(Arc::new(ObjectStorage::local(
-        Arc::new(store),
-        root.display().to_string(),
-    )))
+    Ok(Arc::new(ObjectStorage::local(Arc::new(store), root)))
 }
