@@ -3,17 +3,20 @@
 //! Called from many worker threads at once. Blobs of each type go to one of several open packs
 //! chosen at random, so that the order of blobs in packs does not mirror the order of data in
 //! files (a counter to fingerprinting by pack layout). A pack that reaches the repository's
-//! target size is sealed and handed to the upload task through a bounded channel: when uploads
-//! lag, workers wait, which bounds memory to
-//! `open packs * target + (UPLOAD_QUEUE + UPLOAD_CONCURRENCY) * target`. Buffers of uploaded
-//! packs are reused for new packs (never more than that bound).
+//! target size is sealed and handed to the upload task through a bounded channel. Every pack
+//! buffer, open or on its way to the store, holds a share of one budget of
+//! `(OPEN_DATA_PACKS + UPLOAD_CONCURRENCY) * data target + tree target` bytes, given back once
+//! its upload has landed: when uploads lag, a worker that needs a new pack buffer adds to a
+//! pack already open, or waits when none is, so pack memory stays within that budget (each
+//! pack can overshoot its target by one blob). Buffers of uploaded packs are reused for new
+//! packs.
 //!
 //! Uploaded packs are written to an index file every [`INDEX_EVERY_PACKS`] packs or
 //! [`INDEX_EVERY`], and at the end, so an interrupted backup leaves most of its uploads indexed
 //! and the next backup deduplicates against them instead of uploading them again.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use cairn_format::{
@@ -59,9 +62,94 @@ pub struct PackerStats {
 /// The upload task; it returns (packs uploaded, index files written).
 type Uploader = tokio::task::JoinHandle<Result<(u64, u64)>>;
 
+/// The bytes of pack buffers allowed at once (see the module documentation).
+#[derive(Debug)]
+struct PackBudget {
+    /// Bytes held, and whether the upload task has stopped (no more will be given back).
+    state: Mutex<(usize, bool)>,
+    freed: Condvar,
+    limit: usize,
+}
+
+impl PackBudget {
+    fn new(limit: usize) -> Self {
+        Self {
+            state: Mutex::new((0, false)),
+            freed: Condvar::new(),
+            limit,
+        }
+    }
+
+    /// Takes `n` bytes if the budget has them now.
+    fn try_take(&self, n: usize) -> Result<bool> {
+        let mut s = self.state.lock().map_err(poisoned)?;
+        if s.0 + n <= self.limit || s.0 == 0 {
+            s.0 += n;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Takes `n` bytes, waiting for uploads to give some back; fails once the upload task has
+    /// stopped (its error is reported by [`Packer::finish_blocking`]).
+    fn take(&self, n: usize) -> Result<()> {
+        let mut s = self.state.lock().map_err(poisoned)?;
+        loop {
+            if s.0 + n <= self.limit || s.0 == 0 {
+                s.0 += n;
+                return Ok(());
+            }
+            if s.1 {
+                return Err(upload_stopped());
+            }
+            s = self.freed.wait(s).map_err(poisoned)?;
+        }
+    }
+
+    fn give_back(&self, n: usize) {
+        if let Ok(mut s) = self.state.lock() {
+            s.0 = s.0.saturating_sub(n);
+        }
+        self.freed.notify_all();
+    }
+
+    /// The upload task has stopped: waiters give up.
+    fn close(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.1 = true;
+        }
+        self.freed.notify_all();
+    }
+}
+
+/// Closes the budget when the upload task ends, however it ends.
+struct CloseOnDrop(Arc<PackBudget>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+fn upload_stopped() -> Error {
+    Error::Storage {
+        op: "put",
+        object: "data/".into(),
+        transient: false,
+        message: "the upload task stopped after an error".into(),
+    }
+}
+
+/// A sealed pack on its way to the store, with the budget it holds.
+struct Outgoing {
+    pack: FinishedPack,
+    budget: usize,
+}
+
+/// Open packs, each with the budget its buffer holds.
 struct Open {
-    data: Vec<PackBuilder>,
-    tree: Vec<PackBuilder>,
+    data: Vec<(PackBuilder, usize)>,
+    tree: Vec<(PackBuilder, usize)>,
 }
 
 /// Collects blobs into packs and uploads them. See the module documentation.
@@ -69,13 +157,14 @@ pub struct Packer {
     repo: Repository,
     key: Arc<MasterKey>,
     open: Mutex<Open>,
-    tx: Mutex<Option<mpsc::Sender<FinishedPack>>>,
+    tx: Mutex<Option<mpsc::Sender<Outgoing>>>,
     uploader: Mutex<Option<Uploader>>,
     known: Mutex<HashSet<BlobId>>,
     index: Arc<RwLock<Index>>,
     stats: Mutex<PackerStats>,
     handle: tokio::runtime::Handle,
     spare: Spare,
+    budget: Arc<PackBudget>,
 }
 
 /// Buffers of uploaded packs, reused for new packs: a fresh 16 MiB buffer costs a page fault
@@ -97,9 +186,20 @@ impl Packer {
     /// packs land). Must be created inside a tokio runtime.
     pub fn new(repo: &Repository, index: Arc<RwLock<Index>>) -> Self {
         let handle = tokio::runtime::Handle::current();
-        let (tx, rx) = mpsc::channel::<FinishedPack>(UPLOAD_QUEUE);
+        let (tx, rx) = mpsc::channel::<Outgoing>(UPLOAD_QUEUE);
         let spare = Spare::default();
-        let uploader = handle.spawn(upload_loop(repo.clone(), index.clone(), rx, spare.clone()));
+        let config = repo.config();
+        let budget = Arc::new(PackBudget::new(
+            (OPEN_DATA_PACKS + UPLOAD_CONCURRENCY) * config.data_pack_target as usize
+                + config.tree_pack_target as usize,
+        ));
+        let uploader = handle.spawn(upload_loop(
+            repo.clone(),
+            index.clone(),
+            rx,
+            spare.clone(),
+            budget.clone(),
+        ));
         Self {
             repo: repo.clone(),
             key: Arc::new(repo.key().clone()),
@@ -114,6 +214,7 @@ impl Packer {
             stats: Mutex::new(PackerStats::default()),
             handle,
             spare,
+            budget,
         }
     }
 
@@ -146,8 +247,8 @@ impl Packer {
         Ok(self.known.lock().map_err(poisoned)?.contains(id))
     }
 
-    /// Adds a sealed blob. Blocks while the upload queue is full. Call from worker threads, not
-    /// from async tasks.
+    /// Adds a sealed blob. Blocks while the pack budget is spent (uploads lag). Call from worker
+    /// threads, not from async tasks.
     pub fn add(
         &self,
         blob_type: BlobType,
@@ -155,34 +256,53 @@ impl Packer {
         sealed: &[u8],
         plain_len: u32,
     ) -> Result<()> {
+        let (want, target) = match blob_type {
+            BlobType::Data => (OPEN_DATA_PACKS, self.repo.config().data_pack_target),
+            BlobType::Tree => (1, self.repo.config().tree_pack_target),
+        };
+        let target = target as usize;
+        // With no pack of this type open, wait (outside the lock) for the budget of one.
+        let mut reserved = None;
+        if self.open_count(blob_type)? == 0 {
+            self.budget.take(target)?;
+            reserved = Some(target);
+        }
         let full = {
             let mut open = self.open.lock().map_err(poisoned)?;
-            let (packs, want, target) = match blob_type {
-                BlobType::Data => (
-                    &mut open.data,
-                    OPEN_DATA_PACKS,
-                    self.repo.config().data_pack_target,
-                ),
-                BlobType::Tree => (&mut open.tree, 1, self.repo.config().tree_pack_target),
+            let packs = match blob_type {
+                BlobType::Data => &mut open.data,
+                BlobType::Tree => &mut open.tree,
             };
-            if packs.len() < want {
+            // One more open pack when the budget allows (more packs to place blobs in at
+            // random), never more than `want`.
+            let more = match reserved.take() {
+                Some(n) if packs.len() < want => Some(n),
+                Some(n) => {
+                    // Another worker opened one meanwhile.
+                    self.budget.give_back(n);
+                    None
+                }
+                None if packs.len() < want && self.budget.try_take(target)? => Some(target),
+                None => None,
+            };
+            if let Some(n) = more {
                 // Reserved address space, not memory: pages count only once written, and the
                 // pack never reallocates (which would briefly double it).
-                let cap =
-                    target as usize + self.repo.config().chunker.max_size as usize + (1 << 20);
+                let cap = target + self.repo.config().chunker.max_size as usize + (1 << 20);
                 let reuse = self.spare.lock().map_err(poisoned)?.pop();
-                packs.push(match reuse {
+                let pack = match reuse {
                     Some(buf) => PackBuilder::with_buffer(&self.key, blob_type, buf, cap),
                     None => PackBuilder::new(&self.key, blob_type, cap),
-                });
+                };
+                packs.push((pack, n));
             }
             let i = rand::thread_rng().gen_range(0..packs.len());
-            let pack = packs
+            let (pack, _) = packs
                 .get_mut(i)
                 .ok_or_else(|| Error::Invalid("no open pack".into()))?;
             pack.add(id, sealed, plain_len)
                 .map_err(|e| Error::Invalid(format!("pack: {e}")))?;
-            if pack.len() >= target as usize {
+            if pack.len() >= target {
                 Some(packs.swap_remove(i))
             } else {
                 None
@@ -200,22 +320,34 @@ impl Packer {
         Ok(())
     }
 
-    fn send(&self, pack: PackBuilder) -> Result<()> {
-        let finished = pack
-            .finish(&self.key, &mut rand::thread_rng())
-            .map_err(|e| Error::Invalid(format!("pack: {e}")))?;
+    /// Open packs of a type.
+    fn open_count(&self, blob_type: BlobType) -> Result<usize> {
+        let open = self.open.lock().map_err(poisoned)?;
+        Ok(match blob_type {
+            BlobType::Data => open.data.len(),
+            BlobType::Tree => open.tree.len(),
+        })
+    }
+
+    fn send(&self, (pack, budget): (PackBuilder, usize)) -> Result<()> {
+        let finished = match pack.finish(&self.key, &mut rand::thread_rng()) {
+            Ok(f) => f,
+            Err(e) => {
+                self.budget.give_back(budget);
+                return Err(Error::Invalid(format!("pack: {e}")));
+            }
+        };
         let tx = self.tx.lock().map_err(poisoned)?.clone();
         let Some(tx) = tx else {
             return Err(Error::Invalid("packer already finished".into()));
         };
-        if tx.blocking_send(finished).is_err() {
+        let out = Outgoing {
+            pack: finished,
+            budget,
+        };
+        if tx.blocking_send(out).is_err() {
             // The upload task stopped: its error is reported by `finish`.
-            return Err(Error::Storage {
-                op: "put",
-                object: "data/".into(),
-                transient: false,
-                message: "the upload task stopped after an error".into(),
-            });
+            return Err(upload_stopped());
         }
         Ok(())
     }
@@ -223,14 +355,18 @@ impl Packer {
     /// Seals the open packs, waits for every upload, writes the last index file. Returns what
     /// was written. Call from a blocking context (or `spawn_blocking`).
     pub fn finish_blocking(&self) -> Result<PackerStats> {
-        let rest: Vec<PackBuilder> = {
+        let rest: Vec<(PackBuilder, usize)> = {
             let mut open = self.open.lock().map_err(poisoned)?;
-            let mut all: Vec<PackBuilder> = open.data.drain(..).collect();
+            let mut all: Vec<(PackBuilder, usize)> = open.data.drain(..).collect();
             all.append(&mut open.tree);
             all
         };
         let mut first_err = None;
-        for p in rest.into_iter().filter(|p| !p.is_empty()) {
+        for p in rest {
+            if p.0.is_empty() {
+                self.budget.give_back(p.1);
+                continue;
+            }
             if let Err(e) = self.send(p) {
                 first_err.get_or_insert(e);
             }
@@ -278,22 +414,29 @@ where
 async fn upload_loop(
     repo: Repository,
     index: Arc<RwLock<Index>>,
-    rx: mpsc::Receiver<FinishedPack>,
+    rx: mpsc::Receiver<Outgoing>,
     spare: Spare,
+    budget: Arc<PackBudget>,
 ) -> Result<(u64, u64)> {
+    let _close = CloseOnDrop(budget.clone());
     let mut pending = IndexFile::default();
     let mut last_write = Instant::now();
     let (mut packs, mut files) = (0u64, 0u64);
     let stream =
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|p| (p, rx)) });
     let uploads = stream
-        .map(|mut pack| {
+        .map(|out: Outgoing| {
             let repo = repo.clone();
             let spare = spare.clone();
+            let budget = budget.clone();
             async move {
+                let Outgoing {
+                    mut pack,
+                    budget: held,
+                } = out;
                 // Move the bytes out once; every retry shares them.
                 let bytes = bytes::Bytes::from(std::mem::take(&mut pack.bytes));
-                with_retries(|| repo.write_pack_bytes(&pack.id, bytes.clone())).await?;
+                let written = with_retries(|| repo.write_pack_bytes(&pack.id, bytes.clone())).await;
                 // The storage keeps no reference once the write returned: take the buffer back.
                 if let Ok(buf) = bytes.try_into_mut() {
                     let mut spare = spare.lock().map_err(poisoned)?;
@@ -301,6 +444,8 @@ async fn upload_loop(
                         spare.push(Vec::from(buf));
                     }
                 }
+                budget.give_back(held);
+                written?;
                 Ok::<_, Error>(pack)
             }
         })

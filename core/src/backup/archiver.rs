@@ -79,9 +79,12 @@ pub(crate) struct Counters {
     pub errors: AtomicU64,
 }
 
+/// Envelope buffers up to this capacity are kept by their worker thread.
+const SEALED_KEEP: usize = 4 << 20;
+
 thread_local! {
-    /// The envelope buffer of a worker thread (see [`Ctx::store_id`]); at most the compress
-    /// bound of the largest chunk, which the memory bound already counts per thread.
+    /// The envelope buffer of a worker thread (see [`Ctx::store_id`]); at most
+    /// [`SEALED_KEEP`] is kept, within the memory bound's `max chunk` per thread.
     static SEALED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -182,7 +185,12 @@ impl Ctx {
                 Err(_) => &mut own,
             };
             self.seal_into(blob_type, &id, plain, c, out)?;
-            self.packer.add(blob_type, id, out, plain.len() as u32)
+            let added = self.packer.add(blob_type, id, out, plain.len() as u32);
+            // A rare large chunk's buffer is not kept: memory stays what it was without reuse.
+            if out.capacity() > SEALED_KEEP {
+                *out = Vec::new();
+            }
+            added
         })
     }
 

@@ -13,11 +13,15 @@
 //! overwritten or deleted.
 //!
 //! Peak memory is bounded by design, whatever the size of the data:
-//! `threads * (window + max chunk) + (open packs + 1 blocked + queued + uploading) * pack target`
-//! plus the index (48 bytes a blob); buffers of uploaded packs are reused, never more than that.
-//! With the defaults (2 threads, 10 MiB windows, 16 MiB packs, 8 MiB max chunks) that is under
-//! 170 MiB plus the index; measured on the 1 GiB `mixed` benchmark set: 115-135 MiB peak RSS,
-//! with the programs' allocator setting of [`crate::memory::return_freed_memory`]. Base backups
+//! `threads * (window + max chunk) + (open data packs + uploads) * data pack target + tree pack target`
+//! (the packer's budget, see [`crate::packer`]; each pack may overshoot its target by a blob)
+//! plus the index (48 bytes a blob, loaded once: the parent's trees are located in the backup's
+//! own index); buffers of uploaded packs are reused, never more than that, and each worker
+//! thread seals into one envelope buffer it keeps (the `max chunk` term).
+//! With the defaults (2 threads, 10 MiB windows, 16 MiB data packs, 4 MiB tree packs, 8 MiB max
+//! chunks) that is 104 MiB plus a blob per pack plus the index; measured on the 1 GiB `mixed`
+//! benchmark set: 116-122 MiB peak RSS for the whole program, with the programs' allocator
+//! setting of [`crate::memory::return_freed_memory`]. Base backups
 //! add the bases of one window's changed blocks per thread (16 MiB each at most).
 
 mod archiver;

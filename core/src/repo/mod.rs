@@ -40,7 +40,7 @@ pub const PRUNE: &str = "prune";
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct InitOptions {
-    /// Argon2id cost of the first key slot. Default: 64 MiB, t=3, p=1.
+    /// Argon2id cost of the first key slot. Default: 64 MiB, t=3, p=4.
     pub kdf: KdfParams,
     /// Label of the first key slot (e.g. `user@host`). Default: empty.
     pub label: String,

@@ -15,7 +15,9 @@
 //!
 //! Memory is bounded whatever the snapshot's size, apart from the plan (a node per entry):
 //! at most [`content::MEMORY_BUDGET`] (32 MiB) of fetched, not yet written pack bytes, plus one
-//! blob's plaintext per worker thread.
+//! blob's plaintext (and its decrypted compressed form) per worker thread. Those buffers are
+//! reused from job to job, as a local store reuses its read buffers, so pages are touched once
+//! rather than faulted in for every blob.
 //!
 //! Nothing outside the target is ever written: node names are single path components (the
 //! format refuses others), symlinks found in the target are never followed (they are replaced,
