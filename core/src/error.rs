@@ -2,7 +2,7 @@
 //!
 //! # Error policy
 //!
-//! * Every public function of this crate returns [`Error`]. Module-private failures are mapped
+//! * Every public function of this crate returns [`Error`](enum@Error). Module-private failures are mapped
 //!   into it at the module boundary, adding the object (`data/3fa2...`), snapshot or path they
 //!   concern; a bare [`cairn_format::FormatError`] never escapes without the name of the object
 //!   it was found in.

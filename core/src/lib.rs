@@ -3,7 +3,7 @@
 //! A content-addressed, deduplicating, encrypted storage engine for backups. This crate is the
 //! engine: storage over any object store ([`storage`]), repositories ([`Repository`]), and,
 //! as they land, the chunking pipeline, backup, restore, retention, prune, check and PostgreSQL
-//! support. The on-disk format lives in [`cairn_format`] (re-exported as [`format`]).
+//! support. The on-disk format lives in [`cairn_format`] (re-exported as [`format`](mod@format)).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]

@@ -14,7 +14,7 @@
 //! ```
 //!
 //! Memory is bounded whatever the snapshot's size, apart from the plan (a node per entry):
-//! at most [`content::MEMORY_BUDGET`] (32 MiB) of fetched, not yet written pack bytes, plus one
+//! at most `MEMORY_BUDGET` (32 MiB) of fetched, not yet written pack bytes, plus one
 //! blob's plaintext (and its decrypted compressed form) per worker thread. Those buffers are
 //! reused from job to job, as a local store reuses its read buffers, so pages are touched once
 //! rather than faulted in for every blob.
