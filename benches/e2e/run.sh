@@ -16,7 +16,7 @@
 #   E2E_STAGES    1: run the criterion format benches (pipeline stages) once per run [1]
 #   E2E_BUILD     1: cargo build --release -p cairn-files first [1]
 #   E2E_TMPFS     also restore into this tmpfs directory (empty: skip) [/dev/shm/cairn-e2e]
-#   E2E_SETTLE    seconds to wait after deleting leftovers of an interrupted run [360]
+#   E2E_SETTLE    seconds between deleting trees (leftovers, or a previous run's) and measuring [360]
 #   E2E_OUT       results path prefix [benches/e2e/results/<UTC date>]
 #   CAIRN_BIN, RESTIC_BIN, RUSTIC_BIN   binaries [target/release/cairn-files, restic, rustic]
 #
@@ -367,8 +367,16 @@ cmd_all() {
   if [ -d "$WORK/repos" ] || [ -d "$WORK/restore" ]; then
     rm -rf "$WORK/repos" "$WORK/restore"
     sync
-    log "waiting ${SETTLE}s after deleting leftovers (ext4 recently-deleted inode scans)"
-    sleep "$SETTLE"
+    date +%s >"$WORK/.deleted-at"
+  fi
+  # The same after the clean-up at the end of a previous run, when it was recent.
+  if [ -f "$WORK/.deleted-at" ]; then
+    local since
+    since=$(( $(date +%s) - $(cat "$WORK/.deleted-at") ))
+    if [ "$since" -lt "$SETTLE" ]; then
+      log "waiting $((SETTLE - since))s: a previous run deleted its trees ${since}s ago (ext4 recently-deleted inode scans)"
+      sleep $((SETTLE - since))
+    fi
   fi
   local run i n=${#active[@]}
   for run in $(seq 1 "$RUNS"); do
@@ -389,6 +397,8 @@ r = json.loads(sys.argv[1]); r["load_end"] = sys.argv[2]; print(json.dumps(r))
 EOF
   $SUMMARIZE report "$JSONL" | tee "$OUT.md"
   rm -rf "$WORK/repos" "$WORK/restore"
+  sync
+  date +%s >"$WORK/.deleted-at"
   log "results: $OUT.jsonl, $OUT.md"
 }
 
