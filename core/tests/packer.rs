@@ -76,6 +76,8 @@ impl Storage for Gated {
 
 const TARGET: u32 = 1 << 20;
 const BLOB: usize = 200_000;
+const WORKERS: u64 = 4;
+const PER_WORKER: u64 = 40;
 
 async fn gated_packer(name: &str) -> (Arc<Packer>, Arc<Gated>, watch::Sender<Gate>) {
     let (tx, rx) = watch::channel(Gate::Closed);
@@ -91,16 +93,17 @@ async fn gated_packer(name: &str) -> (Arc<Packer>, Arc<Gated>, watch::Sender<Gat
     (Arc::new(packer), gated, tx)
 }
 
-/// Adds incompressible blobs from a worker thread until `n` are in or an add fails; counts
-/// the blobs added.
+/// Adds incompressible blobs (seeds `first..first + n`) from a worker thread until all are in
+/// or an add fails; counts the blobs added.
 fn adder(
     packer: Arc<Packer>,
-    n: usize,
+    first: u64,
+    n: u64,
     added: Arc<AtomicU64>,
 ) -> std::thread::JoinHandle<cairn::Result<()>> {
     std::thread::spawn(move || {
-        for i in 0..n {
-            let plain = noise(BLOB, i as u64 + 1);
+        for i in first..first + n {
+            let plain = noise(BLOB, i + 1);
             let id = packer.key().id_key().blob_id(&plain);
             assert!(!packer.claim(&id)?);
             let (_, sealed) = cairn::format::pack::seal_blob(
@@ -122,8 +125,11 @@ fn adder(
 async fn a_stalled_store_stops_workers_within_the_pack_budget() {
     let (packer, gated, gate) = gated_packer("stalled").await;
     let added = Arc::new(AtomicU64::new(0));
-    let worker = adder(packer.clone(), 100, added.clone());
-    // Let the worker run into the stalled uploads.
+    // Several workers: each one blocked on a full pack must not let the others open more.
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|w| adder(packer.clone(), w * PER_WORKER, PER_WORKER, added.clone()))
+        .collect();
+    // Let the workers run into the stalled uploads.
     let mut last = u64::MAX;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -134,9 +140,12 @@ async fn a_stalled_store_stops_workers_within_the_pack_budget() {
         last = now;
     }
     let held = added.load(Ordering::Relaxed) as usize * BLOB;
-    // Open packs and packs being uploaded hold the budget; the one queued pack and the one its
-    // sender holds come out of the open packs' share. Each pack may overshoot by a blob.
-    let packs = OPEN_DATA_PACKS + UPLOAD_CONCURRENCY;
+    // Every pack buffer, open, queued, held by a blocked sender or being uploaded, holds its
+    // share of the budget: (open data packs + uploads) data packs plus a tree pack's share
+    // (here as large as a data pack's), each overshooting its target by at most a blob.
+    // Without the budget, every blocked worker held one more full pack while the others
+    // opened new ones.
+    let packs = OPEN_DATA_PACKS + UPLOAD_CONCURRENCY + 1;
     let bound = packs * (TARGET as usize + BLOB);
     assert!(
         held <= bound,
@@ -144,31 +153,37 @@ async fn a_stalled_store_stops_workers_within_the_pack_budget() {
     );
     assert!(
         held >= 2 * TARGET as usize,
-        "{held}: the worker should fill the packs the budget allows"
+        "{held}: the workers should fill the packs the budget allows"
     );
     assert_eq!(gated.packs_put.load(Ordering::Relaxed), 0);
-    assert!(!worker.is_finished(), "the worker must wait for the store");
+    assert!(
+        workers.iter().all(|w| !w.is_finished()),
+        "the workers must wait for the store"
+    );
     // Open the gate: everything lands.
     gate.send(Gate::Open).unwrap();
-    tokio::task::spawn_blocking(move || worker.join().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    for worker in workers {
+        tokio::task::spawn_blocking(move || worker.join().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+    }
     let p = packer.clone();
     let stats = tokio::task::spawn_blocking(move || p.finish_blocking())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(stats.blobs, 100);
+    let total = WORKERS * PER_WORKER;
+    assert_eq!(stats.blobs, total);
     assert_eq!(stats.packs, gated.packs_put.load(Ordering::Relaxed));
-    assert!(stats.packs >= 100 * BLOB as u64 / (u64::from(TARGET) + BLOB as u64));
+    assert!(stats.packs >= total * BLOB as u64 / (u64::from(TARGET) + BLOB as u64));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_store_stops_waiting_workers_with_an_error() {
     let (packer, _gated, gate) = gated_packer("failing").await;
     let added = Arc::new(AtomicU64::new(0));
-    let worker = adder(packer.clone(), 100, added.clone());
+    let worker = adder(packer.clone(), 0, 100, added.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!worker.is_finished(), "the worker must wait for the store");
     gate.send(Gate::Fail).unwrap();
