@@ -354,7 +354,11 @@ cmd_all() {
       active+=("$tool")
       printf '{"kind":"tool","tool":"%s","version":"%s"}\n' "$tool" "$(tool_version "$tool" | tr -d '\n')" >>"$JSONL"
     else
-      log "skipping $tool: not available (cairn needs 'backup' and 'restore' in cairn-files --help)"
+      if [ "$tool" = cairn ]; then
+        log "skipping cairn: cairn-files needs 'backup' and 'restore' commands"
+      else
+        log "skipping $tool: not installed (see benches/README.md)"
+      fi
     fi
   done
   [ "${#active[@]}" -gt 0 ] || die "no tool to benchmark"
