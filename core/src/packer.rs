@@ -261,13 +261,9 @@ impl Packer {
             BlobType::Tree => (1, self.repo.config().tree_pack_target),
         };
         let target = target as usize;
-        // With no pack of this type open, wait (outside the lock) for the budget of one.
-        let mut reserved = None;
-        if self.open_count(blob_type)? == 0 {
-            self.budget.take(target)?;
-            reserved = Some(target);
-        }
-        let full = {
+        // Budget taken while waiting (outside the lock) because no pack of this type was open.
+        let mut reserved: Option<usize> = None;
+        let full = loop {
             let mut open = self.open.lock().map_err(poisoned)?;
             let packs = match blob_type {
                 BlobType::Data => &mut open.data,
@@ -278,7 +274,7 @@ impl Packer {
             let more = match reserved.take() {
                 Some(n) if packs.len() < want => Some(n),
                 Some(n) => {
-                    // Another worker opened one meanwhile.
+                    // Other workers opened enough meanwhile.
                     self.budget.give_back(n);
                     None
                 }
@@ -287,14 +283,26 @@ impl Packer {
             };
             if let Some(n) = more {
                 // Reserved address space, not memory: pages count only once written, and the
-                // pack never reallocates (which would briefly double it).
+                // pack never reallocates (which would briefly double it). Only data packs
+                // reuse the buffers of uploaded packs: a tree pack's share of the budget is
+                // smaller than a data pack's buffer.
                 let cap = target + self.repo.config().chunker.max_size as usize + (1 << 20);
-                let reuse = self.spare.lock().map_err(poisoned)?.pop();
+                let reuse = match blob_type {
+                    BlobType::Data => self.spare.lock().map_err(poisoned)?.pop(),
+                    BlobType::Tree => None,
+                };
                 let pack = match reuse {
                     Some(buf) => PackBuilder::with_buffer(&self.key, blob_type, buf, cap),
                     None => PackBuilder::new(&self.key, blob_type, cap),
                 };
                 packs.push((pack, n));
+            }
+            if packs.is_empty() {
+                // None open and the budget spent: wait for an upload to land, then retry.
+                drop(open);
+                self.budget.take(target)?;
+                reserved = Some(target);
+                continue;
             }
             let i = rand::thread_rng().gen_range(0..packs.len());
             let (pack, _) = packs
@@ -302,11 +310,11 @@ impl Packer {
                 .ok_or_else(|| Error::Invalid("no open pack".into()))?;
             pack.add(id, sealed, plain_len)
                 .map_err(|e| Error::Invalid(format!("pack: {e}")))?;
-            if pack.len() >= target {
+            break if pack.len() >= target {
                 Some(packs.swap_remove(i))
             } else {
                 None
-            }
+            };
         };
         {
             let mut s = self.stats.lock().map_err(poisoned)?;
@@ -318,15 +326,6 @@ impl Packer {
             self.send(pack)?;
         }
         Ok(())
-    }
-
-    /// Open packs of a type.
-    fn open_count(&self, blob_type: BlobType) -> Result<usize> {
-        let open = self.open.lock().map_err(poisoned)?;
-        Ok(match blob_type {
-            BlobType::Data => open.data.len(),
-            BlobType::Tree => open.tree.len(),
-        })
     }
 
     fn send(&self, (pack, budget): (PackBuilder, usize)) -> Result<()> {

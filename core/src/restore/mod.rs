@@ -315,19 +315,26 @@ pub async fn restore(
     }
     let index = repo.index().await?;
     let plan = if repo.reads_inline() {
-        // A local directory: the trees are read on one blocking thread, in place, rather than
-        // each read handed to a blocking-pool thread (bursts of which spawn hundreds).
+        // A local directory: the trees are read in place on a thread of its own, outside the
+        // runtime (a blocking-pool thread is inside it, where each read would still be handed
+        // to another thread; bursts of those spawned hundreds of threads).
         let (r, root, t, include) = (
             repo.clone(),
             snapshot.tree,
             target.clone(),
             options.include.clone(),
         );
-        tokio::task::spawn_blocking(move || {
-            futures::executor::block_on(plan::build(&r, root, &t, &include))
-        })
-        .await
-        .map_err(|e| Error::Invalid(format!("restore worker failed: {e}")))??
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("cairn-restore-plan".into())
+            .spawn(move || {
+                let _ = tx.send(futures::executor::block_on(plan::build(
+                    &r, root, &t, &include,
+                )));
+            })
+            .map_err(|e| Error::Invalid(format!("restore planner: {e}")))?;
+        rx.await
+            .map_err(|_| Error::Invalid("restore planner failed".into()))??
     } else {
         plan::build(repo, snapshot.tree, &target, &options.include).await?
     };

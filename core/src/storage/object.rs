@@ -21,6 +21,10 @@ const POOLED_READ_MIN: u64 = 1 << 20;
 /// up to 8 MiB in flight and in use; the buffers kept are ones that were in use at once).
 const POOLED_BUFFERS: usize = 6;
 
+/// Read buffers larger than this are not kept (restore reads at most 8 MiB at a time, or one
+/// larger blob).
+const POOLED_KEEP_MAX: usize = 16 << 20;
+
 /// Buffers of finished large reads, for the next ones.
 #[derive(Debug, Default)]
 struct ReadPool(Mutex<Vec<Vec<u8>>>);
@@ -39,6 +43,10 @@ impl AsRef<[u8]> for PooledRead {
 
 impl Drop for PooledRead {
     fn drop(&mut self) {
+        // A rare very large read (a whole pack) is not kept resident.
+        if self.buf.capacity() > POOLED_KEEP_MAX {
+            return;
+        }
         if let Some(pool) = self.pool.upgrade() {
             if let Ok(mut kept) = pool.0.lock() {
                 if kept.len() < POOLED_BUFFERS {
