@@ -240,6 +240,21 @@ verify() {
   fi
 }
 
+# restore_verified RUN DS TOOL OP REPO SRC DST: measures a restore into DST, then compares the
+# restored tree with SRC; a difference turns the record into a failure with a note.
+restore_verified() {
+  local run=$1 ds=$2 tool=$3 op=$4 repo=$5 src=$6 dst=$7
+  mkdir -p "$dst"
+  measure "$run" "$ds" "$tool" "$op" "$repo" "$src" "$dst" || return 0
+  verify "$run" "$ds" "$tool" "$src" "$dst"
+  if [ "$VERIFY_OK" = true ]; then
+    sed -i '$ s/}$/,"meta_diffs":'"$META_DIFFS"'}/' "$JSONL"
+  else
+    sed -i '$ s/"ok":true/"ok":false/; $ s/"note":""/"note":"'"${VERIFY_NOTE//\//\\/}"'"/; $ s/}$/,"meta_diffs":'"$META_DIFFS"'}/' "$JSONL"
+    log "  r$run $ds $tool: $op DIFFERS ($VERIFY_NOTE)"
+  fi
+}
+
 # One tool on one data set: init, backup, re-backup, open, restore, verify.
 bench_tool() {
   local run=$1 ds=$2 tool=$3 src repo dst
@@ -280,30 +295,12 @@ bench_tool() {
   # Opening the repository (key derivation, index) and listing snapshots: the fixed cost inside
   # every operation, to tell it apart from the re-backup's own work.
   measure "$run" "$ds" "$tool" open "$repo" "$src" "$dst" || true
-  mkdir -p "$dst"
-  if measure "$run" "$ds" "$tool" restore "$repo" "$src" "$dst"; then
-    verify "$run" "$ds" "$tool" "$src" "$dst"
-    if [ "$VERIFY_OK" = true ]; then
-      sed -i '$ s/}$/,"meta_diffs":'"$META_DIFFS"'}/' "$JSONL"
-    else
-      sed -i '$ s/"ok":true/"ok":false/; $ s/"note":""/"note":"'"${VERIFY_NOTE//\//\\/}"'"/; $ s/}$/,"meta_diffs":'"$META_DIFFS"'}/' "$JSONL"
-      log "  r$run $ds $tool: RESTORE DIFFERS ($VERIFY_NOTE)"
-    fi
-  fi
+  restore_verified "$run" "$ds" "$tool" restore "$repo" "$src" "$dst"
   # The same restore into tmpfs: the tool's own cost without ext4's inode allocation, whose
   # cost on this machine swings with what was deleted in the last minutes (see README).
   if [ -n "$TMPFS" ]; then
     local tdst="$TMPFS/r$run-$ds-$tool"
-    mkdir -p "$tdst"
-    if measure "$run" "$ds" "$tool" restore_tmpfs "$repo" "$src" "$tdst"; then
-      verify "$run" "$ds" "$tool" "$src" "$tdst"
-      if [ "$VERIFY_OK" = true ]; then
-        sed -i '$ s/}$/,"meta_diffs":'"$META_DIFFS"'}/' "$JSONL"
-      else
-        sed -i '$ s/"ok":true/"ok":false/; $ s/"note":""/"note":"'"${VERIFY_NOTE//\//\\/}"'"/; $ s/}$/,"meta_diffs":'"$META_DIFFS"'}/' "$JSONL"
-        log "  r$run $ds $tool: TMPFS RESTORE DIFFERS ($VERIFY_NOTE)"
-      fi
-    fi
+    restore_verified "$run" "$ds" "$tool" restore_tmpfs "$repo" "$src" "$tdst"
     # tmpfs has no such allocator cost: free the memory at once.
     rm -rf "$tdst"
   fi
