@@ -17,7 +17,7 @@
 #   E2E_BUILD     1: cargo build --release -p cairn-files first [1]
 #   E2E_TMPFS     also restore into this tmpfs directory (empty: skip) [/dev/shm/cairn-e2e]
 #   E2E_SETTLE    seconds between deleting trees (leftovers, or a previous run's) and measuring [360]
-#   E2E_OUT       results path prefix [benches/e2e/results/<UTC date>]
+#   E2E_OUT       results path prefix [benches/e2e/results/<UTC date>, -<time> added when taken]
 #   CAIRN_BIN, RESTIC_BIN, RUSTIC_BIN   binaries [target/release/cairn-files, restic, rustic]
 #
 # Results: <prefix>.jsonl (one JSON record per measured operation, plus data set, tool, stage
@@ -36,6 +36,10 @@ BUILD=${E2E_BUILD:-1}
 SETTLE=${E2E_SETTLE:-360}
 TMPFS=${E2E_TMPFS-/dev/shm/cairn-e2e}
 OUT=${E2E_OUT:-$HERE/results/$(date -u +%Y-%m-%d)}
+# Never overwrite an earlier result of the same day: add the time.
+if [ -z "${E2E_OUT:-}" ] && [ -e "$OUT.jsonl" ]; then
+  OUT=$HERE/results/$(date -u +%Y-%m-%d-%H%M)
+fi
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 CAIRN_BIN=${CAIRN_BIN:-$TARGET_DIR/release/cairn-files}
 RESTIC_BIN=${RESTIC_BIN:-restic}

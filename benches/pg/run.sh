@@ -28,7 +28,7 @@
 #   PGB_RESTORE     1: measure restores [1]
 #   PGB_BUILD       1: cargo build --release first [1]
 #   PGB_KEEP        1: keep the scratch folder (and leave the cluster stopped) [0]
-#   PGB_OUT         results markdown [benches/pg/results-<UTC date>.md]
+#   PGB_OUT         results markdown [benches/pg/results-<UTC date>.md, -<time> added when taken]
 #   PGB_TMP         parent of the scratch folder [/tmp]
 set -euo pipefail
 
@@ -45,6 +45,10 @@ DO_RESTORE=${PGB_RESTORE:-1}
 BUILD=${PGB_BUILD:-1}
 KEEP=${PGB_KEEP:-0}
 OUT=${PGB_OUT:-$HERE/results-$(date -u +%Y-%m-%d).md}
+# Never overwrite an earlier result of the same day: add the time.
+if [ -z "${PGB_OUT:-}" ] && [ -e "$OUT" ]; then
+  OUT=$HERE/results-$(date -u +%Y-%m-%d-%H%M).md
+fi
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 TIME=/usr/bin/time
 PGUSER_OS=postgres
