@@ -299,11 +299,16 @@ bench_tool() {
   # Opening the repository (key derivation, index) and listing snapshots: the fixed cost inside
   # every operation, to tell it apart from the re-backup's own work.
   measure "$run" "$ds" "$tool" open "$repo" "$src" "$dst" || true
+  # Restores read a warm repository, for every tool alike: Cairn writes packs to local
+  # directories past the page cache (O_DIRECT) while restic's stay cached from its backup, and
+  # the comparison is of the tools, not of the disk.
+  warm "$repo"
   restore_verified "$run" "$ds" "$tool" restore "$repo" "$src" "$dst"
   # The same restore into tmpfs: the tool's own cost without ext4's inode allocation, whose
   # cost on this machine swings with what was deleted in the last minutes (see README).
   if [ -n "$TMPFS" ]; then
     local tdst="$TMPFS/r$run-$ds-$tool"
+    warm "$repo"
     restore_verified "$run" "$ds" "$tool" restore_tmpfs "$repo" "$src" "$tdst"
     # tmpfs has no such allocator cost: free the memory at once.
     rm -rf "$tdst"

@@ -206,6 +206,126 @@ async fn local_directory_large_ranged_reads() {
     .unwrap();
 }
 
+/// Whether `dir`'s file system accepts `O_DIRECT` (tmpfs before Linux 6.6 does not).
+fn supports_direct_io(dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(nix::libc::O_DIRECT)
+        .open(dir.join("probe"))
+        .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_directory_direct_writes() {
+    // Objects of 1 MiB and more (packs) are written to a local directory with O_DIRECT through
+    // an aligned buffer, padded and cut back: every length must read back exactly, and the
+    // write-once protocol (staged name, hard link) must hold as for small objects.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("r");
+    std::fs::create_dir_all(root.join("data")).unwrap();
+    let direct = supports_direct_io(dir.path());
+    let local = object_store::local::LocalFileSystem::new_with_prefix(&root)
+        .unwrap()
+        .with_fsync(true);
+    let s = Arc::new(cairn::storage::ObjectStorage::local(
+        Arc::new(local),
+        root.clone(),
+    ));
+    let body = |len: usize, salt: u8| -> Vec<u8> {
+        (0..len)
+            .map(|i| (i % 253) as u8 ^ salt ^ (i >> 12) as u8)
+            .collect()
+    };
+    let lens = [
+        (1 << 20) - 1,
+        1 << 20,
+        (1 << 20) + 1,
+        4 << 20,
+        (4 << 20) + 4096,
+        (9 << 20) + 123,
+    ];
+    for (k, len) in lens.into_iter().enumerate() {
+        let name = format!("data/obj{k}");
+        let want = body(len, k as u8);
+        assert_eq!(
+            s.put_new(&name, Bytes::from(want.clone())).await.unwrap(),
+            PutOutcome::Created,
+            "{len}"
+        );
+        assert_eq!(s.size(&name).await.unwrap(), Some(len as u64), "{len}");
+        assert!(s.get(&name).await.unwrap() == want, "{len} bytes differ");
+        // Write-once: a second put leaves the first bytes.
+        assert_eq!(
+            s.put_new(&name, Bytes::from(body(len, 0xFF)))
+                .await
+                .unwrap(),
+            PutOutcome::Existed
+        );
+        assert!(s.get(&name).await.unwrap() == want, "{len} overwritten");
+    }
+    // The objects under 1 MiB went the usual way; the others directly, where supported.
+    let expected = if direct { lens.len() as u64 - 1 } else { 0 };
+    assert_eq!(s.direct_writes(), expected);
+
+    // A directory that does not exist yet: the put creates it (the usual way).
+    let nested = body(2 << 20, 7);
+    assert_eq!(
+        s.put_new("data/ab/nested", Bytes::from(nested.clone()))
+            .await
+            .unwrap(),
+        PutOutcome::Created
+    );
+    assert!(s.get("data/ab/nested").await.unwrap() == nested);
+
+    // Racing puts of one name: exactly one creates it, and its bytes are the ones stored.
+    let puts = (0..4u8).map(|k| {
+        let s = s.clone();
+        let bytes = Bytes::from(body((3 << 20) + 77, 0x10 + k));
+        tokio::spawn(async move { (s.put_new("data/race", bytes.clone()).await, bytes) })
+    });
+    let mut created = Vec::new();
+    for r in futures::future::join_all(puts).await {
+        let (outcome, bytes) = r.unwrap();
+        if outcome.unwrap() == PutOutcome::Created {
+            created.push(bytes);
+        }
+    }
+    assert_eq!(created.len(), 1);
+    assert!(s.get("data/race").await.unwrap() == created[0]);
+
+    // Outside a runtime, too.
+    let s2 = s.clone();
+    let off_rt = body(1 << 21, 9);
+    let b2 = off_rt.clone();
+    std::thread::spawn(move || {
+        let put = futures::executor::block_on(s2.put_new("data/offrt", Bytes::from(b2)));
+        assert_eq!(put.unwrap(), PutOutcome::Created);
+    })
+    .join()
+    .unwrap();
+    assert!(s.get("data/offrt").await.unwrap() == off_rt);
+
+    // No staged `name#n` files are left, and listings show exactly the objects.
+    let mut files = Vec::new();
+    let mut dirs = vec![root.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                dirs.push(e.path());
+            } else {
+                files.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    assert!(files.iter().all(|f| !f.contains('#')), "{files:?}");
+    assert_eq!(files.len(), lens.len() + 3, "{files:?}");
+    assert_eq!(s.list("data").await.unwrap().len(), lens.len() + 3);
+}
+
 #[tokio::test]
 async fn counting_wrapper_forwards_and_counts() {
     let inner = open_storage("memory://counting").unwrap();

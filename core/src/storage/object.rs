@@ -2,8 +2,9 @@
 
 use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
@@ -24,6 +25,17 @@ const POOLED_BUFFERS: usize = 6;
 /// Read buffers larger than this are not kept (restore reads at most 8 MiB at a time, or one
 /// larger blob).
 const POOLED_KEEP_MAX: usize = 16 << 20;
+
+/// Objects at least this long (packs) are written to a local directory with `O_DIRECT`.
+const DIRECT_WRITE_MIN: usize = 1 << 20;
+/// Offset, length and buffer alignment of `O_DIRECT` writes: the page size, a multiple of every
+/// common logical block size (512 B, 4 KiB).
+const DIRECT_ALIGN: usize = 4096;
+/// Bytes copied into an aligned buffer and written per `O_DIRECT` write call (4 MiB was no
+/// faster on a first backup here, and kept 3 MiB more per upload).
+const DIRECT_CHUNK: usize = 1 << 20;
+/// Aligned write buffers a local directory store keeps (one per upload in flight).
+const DIRECT_BUFFERS: usize = 4;
 
 /// Buffers of finished large reads, for the next ones.
 #[derive(Debug, Default)]
@@ -68,6 +80,12 @@ pub struct ObjectStorage {
     /// reused buffers) and which reads inline (see [`Storage::reads_inline`]).
     local_root: Option<PathBuf>,
     read_pool: Arc<ReadPool>,
+    /// Cleared the first time the local directory refuses an `O_DIRECT` write.
+    direct_writes: AtomicBool,
+    /// Objects written with `O_DIRECT` so far.
+    direct_written: AtomicU64,
+    /// Reused write buffers of `O_DIRECT` writes (each `DIRECT_CHUNK + DIRECT_ALIGN` long).
+    write_pool: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 impl ObjectStorage {
@@ -79,6 +97,9 @@ impl ObjectStorage {
             conditional_put: AtomicBool::new(true),
             local_root: None,
             read_pool: Arc::default(),
+            direct_writes: AtomicBool::new(true),
+            direct_written: AtomicU64::new(0),
+            write_pool: Arc::default(),
         }
     }
 
@@ -86,7 +107,8 @@ impl ObjectStorage {
     /// `root` as its prefix. Its reads run on the calling thread when no tokio runtime is
     /// current, and large ranged reads (a restore's pack reads) are done here into buffers
     /// reused once their bytes are dropped: a fresh buffer per read cost a page fault per
-    /// 4 KiB read, over a third of a restore's system time.
+    /// 4 KiB read, over a third of a restore's system time. Objects of 1 MiB and more (packs)
+    /// are written with `O_DIRECT` where the file system allows it (see SPEC.md §6, "Durability").
     pub fn local(store: Arc<dyn ObjectStore>, root: PathBuf) -> Self {
         Self {
             local_root: Some(root.clone()),
@@ -94,20 +116,66 @@ impl ObjectStorage {
         }
     }
 
+    /// How many objects this store has written with `O_DIRECT` (local directories only; see
+    /// [`ObjectStorage::local`]).
+    pub fn direct_writes(&self) -> u64 {
+        self.direct_written.load(Ordering::Relaxed)
+    }
+
+    /// Writes a large object (a pack) into a local directory with `O_DIRECT`, following the
+    /// same write-once protocol as `object_store`'s local create: a staged file `<name>#<n>`,
+    /// fsynced, hard-linked to its name (which fails if the name exists), the directory
+    /// fsynced, the staged name removed. Buffered writes cost about 1-2 ns per byte of system
+    /// time copying into the page cache (a fifth of a first backup's CPU here), and fill the
+    /// cache with packs nobody reads soon. `None` when this put is not one for this path:
+    /// other stores, small objects, odd names, a missing directory, or a file system that
+    /// refuses `O_DIRECT` (remembered); the caller then puts the usual way.
+    async fn local_put_direct(&self, name: &str, bytes: &Bytes) -> Option<Result<PutOutcome>> {
+        let root = self.local_root.as_ref()?;
+        if bytes.len() < DIRECT_WRITE_MIN
+            || !self.direct_writes.load(Ordering::Relaxed)
+            || !plain_name(name)
+        {
+            return None;
+        }
+        let path = root.join(name);
+        let data = bytes.clone();
+        let pool = Arc::clone(&self.write_pool);
+        let write = move || write_direct(&path, &data, &pool);
+        let written = match tokio::runtime::Handle::try_current() {
+            Ok(rt) => rt.spawn_blocking(write).await.unwrap_or_else(|e| {
+                Err(DirectError::Failed(std::io::Error::other(format!(
+                    "write task failed: {e}"
+                ))))
+            }),
+            Err(_) => write(),
+        };
+        match written {
+            Ok(outcome) => {
+                if outcome == PutOutcome::Created {
+                    self.direct_written.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(Ok(outcome))
+            }
+            Err(DirectError::Unsupported) => {
+                self.direct_writes.store(false, Ordering::Relaxed);
+                None
+            }
+            Err(DirectError::NotHere) => None,
+            Err(DirectError::Failed(e)) => Some(Err(Error::Storage {
+                op: "put",
+                object: name.to_owned(),
+                transient: false,
+                message: e.to_string(),
+            })),
+        }
+    }
+
     /// A large ranged read of a local store, into a pooled buffer; `None` when this read is
     /// not one (other stores, short ranges, names that are not plain relative paths).
     async fn local_range(&self, name: &str, range: &Range<u64>) -> Option<Result<Bytes>> {
         let root = self.local_root.as_ref()?;
-        let plain = !name.is_empty()
-            && name.split('/').all(|seg| {
-                !seg.is_empty()
-                    && seg != "."
-                    && seg != ".."
-                    && seg
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-            });
-        if !plain || range.end < range.start.saturating_add(POOLED_READ_MIN) {
+        if !plain_name(name) || range.end < range.start.saturating_add(POOLED_READ_MIN) {
             return None;
         }
         let path = root.join(name);
@@ -192,6 +260,9 @@ pub(crate) fn map_err(op: &'static str, name: &str, e: object_store::Error) -> E
 #[async_trait]
 impl Storage for ObjectStorage {
     async fn put_new(&self, name: &str, bytes: Bytes) -> Result<PutOutcome> {
+        if let Some(put) = self.local_put_direct(name, &bytes).await {
+            return put;
+        }
         let path = Path::from(name);
         if !self.conditional_put.load(Ordering::Relaxed) {
             return self.put_checked(&path, name, bytes).await;
@@ -276,6 +347,123 @@ impl Storage for ObjectStorage {
     fn reads_inline(&self) -> bool {
         self.local_root.is_some()
     }
+}
+
+/// Whether `name` is a plain relative path (segments of `[A-Za-z0-9._-]`, no `.` or `..`), which
+/// the local fast paths may join to the store's root; anything else goes through `object_store`.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        })
+}
+
+/// Why an `O_DIRECT` put did not happen.
+enum DirectError {
+    /// The file system refuses `O_DIRECT` (or its alignment): stop trying on this store.
+    Unsupported,
+    /// Not for this object (its directory does not exist yet): put it the usual way.
+    NotHere,
+    /// The write failed for real: report it.
+    Failed(std::io::Error),
+}
+
+/// The `O_DIRECT` write-once put of `data` at `path` (see `ObjectStorage::local_put_direct`).
+fn write_direct(
+    path: &std::path::Path,
+    data: &[u8],
+    pool: &Mutex<Vec<Vec<u8>>>,
+) -> std::result::Result<PutOutcome, DirectError> {
+    use std::io::ErrorKind;
+    let refused = |e: &std::io::Error| {
+        e.raw_os_error() == Some(nix::libc::EINVAL) || e.kind() == ErrorKind::Unsupported
+    };
+    // The staged file: `<name>#<n>`, the names `object_store` uses for its own staged uploads
+    // (which its listings skip).
+    let mut n = 1u32;
+    let (file, staged) = loop {
+        let mut staged = path.as_os_str().to_owned();
+        staged.push(format!("#{n}"));
+        let staged = PathBuf::from(staged);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(nix::libc::O_DIRECT)
+            .open(&staged)
+        {
+            Ok(f) => break (f, staged),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists && n < 1000 => n += 1,
+            Err(e) if refused(&e) => return Err(DirectError::Unsupported),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(DirectError::NotHere),
+            Err(e) => return Err(DirectError::Failed(e)),
+        }
+    };
+    let mut buf = pool
+        .lock()
+        .ok()
+        .and_then(|mut kept| kept.pop())
+        .unwrap_or_else(|| vec![0u8; DIRECT_CHUNK + DIRECT_ALIGN]);
+    let written = write_aligned(&file, data, &mut buf);
+    if let Ok(mut kept) = pool.lock() {
+        if kept.len() < DIRECT_BUFFERS {
+            kept.push(buf);
+        }
+    }
+    let published = written.and_then(|()| {
+        file.sync_all()?;
+        nix::unistd::close(file).map_err(std::io::Error::from)?;
+        std::fs::hard_link(&staged, path)
+    });
+    let outcome = match published {
+        Ok(()) => {
+            // The new name is durable once its directory is; the staged name may linger after a
+            // crash (listings skip it).
+            let synced = path
+                .parent()
+                .map_or(Ok(()), |dir| std::fs::File::open(dir)?.sync_all());
+            let _ = std::fs::remove_file(&staged);
+            return synced
+                .map(|()| PutOutcome::Created)
+                .map_err(DirectError::Failed);
+        }
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(PutOutcome::Existed),
+        Err(e) if refused(&e) => Err(DirectError::Unsupported),
+        Err(e) => Err(DirectError::Failed(e)),
+    };
+    let _ = std::fs::remove_file(&staged);
+    outcome
+}
+
+/// Writes `data` from offset 0 of `file` (opened with `O_DIRECT`) through the aligned window of
+/// `buf`, padding the last write to the alignment and cutting the file back to `data`'s length.
+fn write_aligned(file: &std::fs::File, data: &[u8], buf: &mut [u8]) -> std::io::Result<()> {
+    let skip = buf.as_ptr().align_offset(DIRECT_ALIGN);
+    let window = buf
+        .get_mut(skip..skip + DIRECT_CHUNK)
+        .ok_or_else(|| std::io::Error::other("write buffer too small to align"))?;
+    let mut offset = 0u64;
+    for piece in data.chunks(DIRECT_CHUNK) {
+        let padded = piece.len().next_multiple_of(DIRECT_ALIGN);
+        let (head, tail) = window.split_at_mut(piece.len());
+        head.copy_from_slice(piece);
+        if let Some(pad) = tail.get_mut(..padded - piece.len()) {
+            pad.fill(0);
+        }
+        let out = window.get(..padded).unwrap_or_default();
+        // A short O_DIRECT write would leave the next one unaligned: `write_all_at` then fails
+        // with EINVAL, which the caller treats as "unsupported" and puts the usual way.
+        file.write_all_at(out, offset)?;
+        offset += piece.len() as u64;
+    }
+    if data.len() % DIRECT_ALIGN != 0 {
+        file.set_len(data.len() as u64)?;
+    }
+    Ok(())
 }
 
 /// Reads bytes `start..end` of the file at `path` into `buf` (replacing its content, without
