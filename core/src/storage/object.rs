@@ -2,7 +2,7 @@
 
 use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -162,6 +162,7 @@ impl ObjectStorage {
                 None
             }
             Err(DirectError::NotHere) => None,
+            Err(DirectError::Existed) => Some(Ok(PutOutcome::Existed)),
             Err(DirectError::Failed(e)) => Some(Err(Error::Storage {
                 op: "put",
                 object: name.to_owned(),
@@ -169,6 +170,23 @@ impl ObjectStorage {
                 message: e.to_string(),
             })),
         }
+    }
+
+    /// `Existed`, once the object found is durable: on a local directory another writer may
+    /// have linked it and not yet synced its directory.
+    async fn existed(&self, name: &str) -> Result<PutOutcome> {
+        if let Some(root) = self.local_root.as_ref().filter(|_| plain_name(name)) {
+            let path = root.join(name);
+            blocking(move || sync_parent(&path))
+                .await
+                .map_err(|e| Error::Storage {
+                    op: "put",
+                    object: name.to_owned(),
+                    transient: false,
+                    message: format!("syncing the directory of an existing object: {e}"),
+                })?;
+        }
+        Ok(PutOutcome::Existed)
     }
 
     /// A large ranged read of a local store, into a pooled buffer; `None` when this read is
@@ -187,14 +205,8 @@ impl ObjectStorage {
             .and_then(|mut kept| kept.pop())
             .unwrap_or_default();
         let (start, end) = (range.start, range.end);
-        let read = move || read_range_into(&path, start, end, &mut buf).map(|()| buf);
-        let read = match tokio::runtime::Handle::try_current() {
-            Ok(rt) => rt
-                .spawn_blocking(read)
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(format!("read task failed: {e}")))),
-            Err(_) => read(),
-        };
+        let read =
+            blocking(move || read_range_into(&path, start, end, &mut buf).map(|()| buf)).await;
         Some(match read {
             Ok(buf) => Ok(Bytes::from_owner(PooledRead {
                 buf,
@@ -280,7 +292,7 @@ impl Storage for ObjectStorage {
             Err(
                 object_store::Error::AlreadyExists { .. }
                 | object_store::Error::Precondition { .. },
-            ) => Ok(PutOutcome::Existed),
+            ) => self.existed(name).await,
             Err(
                 object_store::Error::NotImplemented { .. }
                 | object_store::Error::NotSupported { .. },
@@ -363,14 +375,40 @@ fn plain_name(name: &str) -> bool {
         })
 }
 
+/// Runs blocking file work on tokio's blocking pool, or right here outside a runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => rt
+            .spawn_blocking(f)
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(format!("file task failed: {e}")))),
+        Err(_) => f(),
+    }
+}
+
 /// Why an `O_DIRECT` put did not happen.
 enum DirectError {
     /// The file system refuses `O_DIRECT` (or its alignment): stop trying on this store.
     Unsupported,
     /// Not for this object (its directory does not exist yet): put it the usual way.
     NotHere,
+    /// Another put created the name first (and its directory is synced): `Existed`.
+    Existed,
     /// The write failed for real: report it.
     Failed(std::io::Error),
+}
+
+/// Whether an error is the kernel refusing `O_DIRECT` or its alignment.
+fn refused(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(nix::libc::EINVAL)
+}
+
+/// Fsyncs the directory that holds `path`.
+fn sync_parent(path: &std::path::Path) -> std::io::Result<()> {
+    path.parent()
+        .map_or(Ok(()), |dir| std::fs::File::open(dir)?.sync_all())
 }
 
 /// The `O_DIRECT` write-once put of `data` at `path` (see `ObjectStorage::local_put_direct`).
@@ -380,11 +418,8 @@ fn write_direct(
     pool: &Mutex<Vec<Vec<u8>>>,
 ) -> std::result::Result<PutOutcome, DirectError> {
     use std::io::ErrorKind;
-    let refused = |e: &std::io::Error| {
-        e.raw_os_error() == Some(nix::libc::EINVAL) || e.kind() == ErrorKind::Unsupported
-    };
     // The staged file: `<name>#<n>`, the names `object_store` uses for its own staged uploads
-    // (which its listings skip).
+    // (which its listings skip). Created exclusively, so any file there is this put's own.
     let mut n = 1u32;
     let (file, staged) = loop {
         let mut staged = path.as_os_str().to_owned();
@@ -393,16 +428,30 @@ fn write_direct(
         match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .custom_flags(nix::libc::O_DIRECT)
             .open(&staged)
         {
             Ok(f) => break (f, staged),
             Err(e) if e.kind() == ErrorKind::AlreadyExists && n < 1000 => n += 1,
-            Err(e) if refused(&e) => return Err(DirectError::Unsupported),
             Err(e) if e.kind() == ErrorKind::NotFound => return Err(DirectError::NotHere),
             Err(e) => return Err(DirectError::Failed(e)),
         }
     };
+    // `O_DIRECT` is switched on once the file exists: an open with it on a file system that
+    // refuses it would create the file and then fail.
+    let direct = nix::fcntl::fcntl(
+        &file,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_DIRECT),
+    );
+    if let Err(e) = direct {
+        drop(file);
+        let _ = std::fs::remove_file(&staged);
+        let e = std::io::Error::from(e);
+        return Err(if refused(&e) {
+            DirectError::Unsupported
+        } else {
+            DirectError::Failed(e)
+        });
+    }
     let mut buf = pool
         .lock()
         .ok()
@@ -415,25 +464,33 @@ fn write_direct(
         }
     }
     let published = written.and_then(|()| {
-        file.sync_all()?;
-        nix::unistd::close(file).map_err(std::io::Error::from)?;
-        std::fs::hard_link(&staged, path)
+        file.sync_all().map_err(DirectError::Failed)?;
+        nix::unistd::close(file).map_err(|e| DirectError::Failed(e.into()))?;
+        std::fs::hard_link(&staged, path).map_err(|e| {
+            if e.kind() == ErrorKind::AlreadyExists {
+                // Another put won; its object is durable once its directory is (it may not
+                // have synced it yet).
+                match sync_parent(path) {
+                    Ok(()) => DirectError::Existed,
+                    Err(e) => DirectError::Failed(e),
+                }
+            } else {
+                DirectError::Failed(e)
+            }
+        })
     });
     let outcome = match published {
         Ok(()) => {
             // The new name is durable once its directory is; the staged name may linger after a
             // crash (listings skip it).
-            let synced = path
-                .parent()
-                .map_or(Ok(()), |dir| std::fs::File::open(dir)?.sync_all());
+            let synced = sync_parent(path);
             let _ = std::fs::remove_file(&staged);
             return synced
                 .map(|()| PutOutcome::Created)
                 .map_err(DirectError::Failed);
         }
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(PutOutcome::Existed),
-        Err(e) if refused(&e) => Err(DirectError::Unsupported),
-        Err(e) => Err(DirectError::Failed(e)),
+        Err(DirectError::Existed) => Ok(PutOutcome::Existed),
+        Err(e) => Err(e),
     };
     let _ = std::fs::remove_file(&staged);
     outcome
@@ -441,11 +498,20 @@ fn write_direct(
 
 /// Writes `data` from offset 0 of `file` (opened with `O_DIRECT`) through the aligned window of
 /// `buf`, padding the last write to the alignment and cutting the file back to `data`'s length.
-fn write_aligned(file: &std::fs::File, data: &[u8], buf: &mut [u8]) -> std::io::Result<()> {
+/// EINVAL on the first write is the file system refusing `O_DIRECT` (`Unsupported`); a short
+/// write (a full disk, say) or any later error is `Failed`.
+fn write_aligned(
+    file: &std::fs::File,
+    data: &[u8],
+    buf: &mut [u8],
+) -> std::result::Result<(), DirectError> {
     let skip = buf.as_ptr().align_offset(DIRECT_ALIGN);
-    let window = buf
-        .get_mut(skip..skip + DIRECT_CHUNK)
-        .ok_or_else(|| std::io::Error::other("write buffer too small to align"))?;
+    let window = skip
+        .checked_add(DIRECT_CHUNK)
+        .and_then(|end| buf.get_mut(skip..end))
+        .ok_or_else(|| {
+            DirectError::Failed(std::io::Error::other("write buffer too small to align"))
+        })?;
     let mut offset = 0u64;
     for piece in data.chunks(DIRECT_CHUNK) {
         let padded = piece.len().next_multiple_of(DIRECT_ALIGN);
@@ -455,13 +521,24 @@ fn write_aligned(file: &std::fs::File, data: &[u8], buf: &mut [u8]) -> std::io::
             pad.fill(0);
         }
         let out = window.get(..padded).unwrap_or_default();
-        // A short O_DIRECT write would leave the next one unaligned: `write_all_at` then fails
-        // with EINVAL, which the caller treats as "unsupported" and puts the usual way.
-        file.write_all_at(out, offset)?;
+        let n = loop {
+            match file.write_at(out, offset) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if offset == 0 && refused(&e) => return Err(DirectError::Unsupported),
+                other => break other.map_err(DirectError::Failed)?,
+            }
+        };
+        if n != padded {
+            return Err(DirectError::Failed(std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                format!("short write: {n} of {padded} bytes at offset {offset}"),
+            )));
+        }
         offset += piece.len() as u64;
     }
     if data.len() % DIRECT_ALIGN != 0 {
-        file.set_len(data.len() as u64)?;
+        file.set_len(data.len() as u64)
+            .map_err(DirectError::Failed)?;
     }
     Ok(())
 }
