@@ -23,8 +23,9 @@ use futures::StreamExt;
 use futures::stream;
 use tokio::sync::Semaphore;
 
-use super::Ctx;
+use super::direct::{self, DirectFile};
 use super::fsops;
+use super::{Ctx, DirectSlot};
 use crate::error::Result;
 use crate::index::{BlobLocation, Index};
 use crate::repo::{Repository, pack_name};
@@ -317,10 +318,14 @@ impl Ctx {
             {
                 // Sparse files are created at their size, so skipped zeros read back as zeros.
                 let written = match role {
-                    Role::Whole if zero => Ok(plain.len()),
-                    Role::Whole => self
-                        .write(fi, offset, &plain, &mut open)
-                        .map(|()| plain.len()),
+                    Role::Whole => match self.direct_file(fi) {
+                        Ok(Some(df)) => df.write(offset, &plain, zero).map(|()| plain.len()),
+                        Ok(None) if zero => Ok(plain.len()),
+                        Ok(None) => self
+                            .write(fi, offset, &plain, &mut open)
+                            .map(|()| plain.len()),
+                        Err(e) => Err(e),
+                    },
                     // Bases are not counted: the patch pass counts the block.
                     Role::Base if zero => Ok(0),
                     Role::Base => self.write(fi, offset, &plain, &mut open).map(|()| 0),
@@ -345,6 +350,31 @@ impl Ctx {
             }
         }
         self.return_buffers(scratch, plain);
+    }
+
+    /// File `fi`'s `O_DIRECT` writer, opened by its first chunk; `None` when the file is
+    /// written buffered: small, with patched blocks, `direct_io` off, or a file system that
+    /// refuses `O_DIRECT`.
+    fn direct_file(&self, fi: usize) -> std::io::Result<Option<Arc<DirectFile>>> {
+        let Some((f, slot)) = self.files.get(fi).zip(self.direct.get(fi)) else {
+            return Ok(None);
+        };
+        if !self.direct_io || f.node.size < direct::DIRECT_MIN || !f.node.deltas.is_empty() {
+            return Ok(None);
+        }
+        let mut slot = slot
+            .lock()
+            .map_err(|_| std::io::Error::other("direct slot poisoned"))?;
+        if matches!(*slot, DirectSlot::Untried) {
+            *slot = match DirectFile::open(&f.path, f.node.size)? {
+                Some(df) => DirectSlot::Open(Arc::new(df)),
+                None => DirectSlot::Buffered,
+            };
+        }
+        Ok(match &*slot {
+            DirectSlot::Open(df) => Some(df.clone()),
+            _ => None,
+        })
     }
 
     /// Buffers for opening a job's blobs: those of a finished job, or new ones.

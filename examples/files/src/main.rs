@@ -117,6 +117,10 @@ data, or files that could not be created); they are listed, the rest is restored
         /// Write zero-filled chunks instead of leaving holes.
         #[arg(long)]
         no_sparse: bool,
+        /// Write every file through the page cache (default: files of 8 MiB and more are
+        /// written with O_DIRECT where the file system allows it, leaving the cache alone).
+        #[arg(long)]
+        no_direct_io: bool,
         /// Restore into a non-empty target, replacing entries of the same name.
         #[arg(long)]
         overwrite: bool,
@@ -489,6 +493,7 @@ async fn run(cli: Cli) -> cairn::Result<u8> {
             include,
             no_metadata,
             no_sparse,
+            no_direct_io,
             overwrite,
             threads,
         } => {
@@ -496,6 +501,7 @@ async fn run(cli: Cli) -> cairn::Result<u8> {
             o.include = include.clone();
             o.metadata = !no_metadata;
             o.sparse = !no_sparse;
+            o.direct_io = !no_direct_io;
             o.overwrite = *overwrite;
             o.threads = *threads;
             commands::restore(&repo, snapshot, target, &o, g.json).await
