@@ -330,13 +330,7 @@ pub async fn restore(
     let threads = options.threads.map_or_else(
         || {
             std::thread::available_parallelism()
-                .map(|n| {
-                    n.get()
-                        + std::env::var("CAIRN_XTHREADS")
-                            .ok()
-                            .and_then(|v| v.parse::<usize>().ok())
-                            .unwrap_or(0)
-                })
+                .map(|n| n.get())
                 .unwrap_or(2)
                 .max(2)
         },
