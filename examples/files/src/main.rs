@@ -124,7 +124,7 @@ data, or files that could not be created); they are listed, the rest is restored
         /// Restore into a non-empty target, replacing entries of the same name.
         #[arg(long)]
         overwrite: bool,
-        /// Worker threads (default: the number of CPUs, at least 2).
+        /// Worker threads (default: the number of CPUs plus 2).
         #[arg(long)]
         threads: Option<usize>,
     },
