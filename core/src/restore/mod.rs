@@ -7,15 +7,17 @@
 //!        symlinks, fifos, device nodes (in parallel), then hard links
 //! fetch  blobs located in the index, grouped by pack, neighbouring blobs merged into one
 //!        ranged read; each envelope opened (authenticated, checked against its blob id) and
-//!        its plaintext written at each of its places with pwrite; all-zero chunks skipped
-//!        (holes) when sparse
+//!        its plaintext written at each of its places with pwrite (files of 8 MiB and more:
+//!        whole blocks with O_DIRECT, see `direct`); all-zero chunks skipped (holes) when
+//!        sparse
 //! finish a file's metadata as soon as its last chunk is written; directories' metadata last,
 //!        deepest first, so their times stick
 //! ```
 //!
 //! Memory is bounded whatever the snapshot's size, apart from the plan (a node per entry):
-//! at most `MEMORY_BUDGET` (32 MiB) of fetched, not yet written pack bytes, plus one
-//! blob's plaintext (and its decrypted compressed form) per worker thread. Those buffers are
+//! at most `MEMORY_BUDGET` (32 MiB; 16 MiB from a local directory) of fetched, not yet written
+//! pack bytes, plus one blob's plaintext (and its decrypted compressed form) and a 1 MiB
+//! aligned staging buffer for `O_DIRECT` writes per worker thread. Those buffers are
 //! reused from job to job, as a local store reuses its read buffers, so pages are touched once
 //! rather than faulted in for every blob.
 //!
