@@ -44,7 +44,11 @@ fn envelope_bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("envelope");
     g.throughput(Throughput::Bytes(SIZE as u64));
     for (name, data) in inputs() {
-        for (cname, comp) in [("raw", Compression::Off), ("zstd3", Compression::Zstd(3))] {
+        for (cname, comp) in [
+            ("raw", Compression::Off),
+            ("zstd2", Compression::Zstd(2)),
+            ("zstd3", Compression::Zstd(3)),
+        ] {
             g.bench_with_input(
                 BenchmarkId::new(format!("seal/{cname}"), name),
                 &data,

@@ -331,7 +331,7 @@ print(json.dumps({"kind": "machine", "date": time.strftime("%Y-%m-%d %H:%M UTC",
 EOF
 }
 
-STAGE_FILTER='chunker/|id/keyed_blake3|envelope/(seal|open)/zstd3|envelope/seal/raw/random'
+STAGE_FILTER='chunker/|id/keyed_blake3|envelope/(seal|open)/zstd2|envelope/seal/raw/random'
 
 # run_stages RUN: the criterion benches of the pipeline stages, tagged with the run number (the
 # machine is noisy: stages are measured once per run, next to the end-to-end operations).

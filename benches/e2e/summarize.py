@@ -22,10 +22,11 @@ MIB = 1 << 20
 STAGES = [
     ("chunk", "chunker/fastcdc2020_keyed/random_16MiB", "keyed FastCDC chunking"),
     ("hash", "id/keyed_blake3/1048576", "keyed BLAKE3 id (1 MiB)"),
-    ("seal_text", "envelope/seal/zstd3/text", "seal zstd-3 + XChaCha20-Poly1305, text"),
-    ("seal_random", "envelope/seal/zstd3/random", "seal zstd-3 + XChaCha20-Poly1305, random"),
-    ("open_text", "envelope/open/zstd3/text", "open (decrypt + unzstd), text"),
-    ("open_random", "envelope/open/zstd3/random", "open (decrypt + unzstd), random"),
+    # zstd level 2: the default of new repositories.
+    ("seal_text", "envelope/seal/zstd2/text", "seal zstd-2 + XChaCha20-Poly1305, text"),
+    ("seal_random", "envelope/seal/zstd2/random", "seal zstd-2 + XChaCha20-Poly1305, random"),
+    ("open_text", "envelope/open/zstd2/text", "open (decrypt + unzstd), text"),
+    ("open_random", "envelope/open/zstd2/random", "open (decrypt + unzstd), random"),
     ("seal_raw", "envelope/seal/raw/random", "seal, no compression (reference)"),
     ("hash_4k", "id/keyed_blake3/4096", "keyed BLAKE3 id (4 KiB, small files)"),
 ]

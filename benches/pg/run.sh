@@ -209,7 +209,7 @@ log "  ${INIT_S}s; database $(mib "$DB_BYTES") MiB, PGDATA $(mib "$PGDATA_BYTES"
 # ---------------------------------------------------------------------------------------------
 # Repositories
 
-# Cairn: one repository for base backups, created with cairn-files (zstd 3, the default), and
+# Cairn: one repository for base backups, created with cairn-files (zstd 2, the default), and
 # a key file for it (key-export), so no Argon2id runs inside the measured commands.
 CREPO="$W/cairn-repo"
 as_pg "$CF" --repo "$CREPO" --password-file "$W/keys/password" init >"$W/logs/cairn-init.log" 2>&1
@@ -517,7 +517,7 @@ median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR] = $1} END {if (NR == 0) 
   echo "\`/bin/true\` while backing up; all repositories on the same local disk as PGDATA, page cache"
   echo "warmed before each backup. Wall time around each command; peak RSS and CPU of the client"
   echo "process tree (\`/usr/bin/time -v\`; pg_basebackup's work is mostly in the server's walsender)."
-  echo "Cairn: zstd 3 (default), 64 KiB blocks, key file (no Argon2id). pgBackRest: process-max=1,"
+  echo "Cairn: zstd 2 (default), 64 KiB blocks, key file (no Argon2id). pgBackRest: process-max=1,"
   echo "start-fast=y, archive-check=n; default compression (gz level 6 in $PGBRVER). pgBackRest check: $PGBR_CHECK."
   echo
   echo "## 1. Full base backup"

@@ -91,9 +91,12 @@ impl Compression {
 }
 
 impl Default for Compression {
-    /// zstd level 3: zstd's own default, about 5x faster than level 9 for a few percent less.
+    /// zstd level 2. On chunks of about 1 MiB, compressed one by one, it compresses log and CSV
+    /// text at 240 MB/s against level 3's 162 MB/s, for 0.8 % more output (2.573x against
+    /// 2.593x; 2.7 % more on a database-like image, 0.5 % on `/usr/share/doc`): level 3's
+    /// larger window and tables buy almost nothing within one chunk.
     fn default() -> Self {
-        Self::Zstd(3)
+        Self::Zstd(2)
     }
 }
 

@@ -46,7 +46,7 @@ pub struct InitOptions {
     pub label: String,
     /// Chunk sizes. Default: 512 KiB / 1 MiB / 8 MiB.
     pub chunker: ChunkerParams,
-    /// Compression of new blobs. Default: zstd level 3.
+    /// Compression of new blobs. Default: zstd level 2 (see [`Compression::default`]).
     pub compression: Compression,
     /// Target size of data packs. Default: 16 MiB.
     pub data_pack_target: u32,

@@ -82,8 +82,9 @@ enum Command {
         /// Label of the first key (default: user@host).
         #[arg(long)]
         label: Option<String>,
-        /// zstd level for new data, 0 to store uncompressed.
-        #[arg(long, default_value_t = 3)]
+        /// zstd level for new data, 0 to store uncompressed (default 2: about as small as 3 on
+        /// 1 MiB chunks, and 1.3-1.5x faster).
+        #[arg(long, default_value_t = 2)]
         compression: i32,
     },
     /// Show the repository config.
