@@ -315,6 +315,32 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Whether `dir`'s file system takes a 4 KiB-aligned `O_DIRECT` write (tmpfs before Linux 6.6
+/// does not).
+fn supports_direct_io(dir: &Path) -> bool {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let probe = dir.join("direct-io-probe");
+    let ok = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(nix::libc::O_DIRECT)
+        .open(&probe)
+        .and_then(|f| {
+            let buf = vec![7u8; 8192];
+            let skip = buf.as_ptr().align_offset(4096);
+            f.write_all_at(&buf[skip..skip + 4096], 0)
+        })
+        .is_ok();
+    let _ = fs::remove_file(&probe);
+    if !ok {
+        eprintln!(
+            "{}: no O_DIRECT here, the buffered path is tested",
+            dir.display()
+        );
+    }
+    ok
+}
+
 /// True when the file system under `dir` stores a file of holes in no blocks.
 fn supports_holes(dir: &Path) -> bool {
     let p = dir.join("hole-probe");
@@ -889,6 +915,13 @@ async fn large_files_round_trip_with_and_without_direct_io() {
         let out = restore_all(&repo, &snapshot, &target, &options).await;
         assert!(out.errors.is_empty(), "{:?}", out.errors);
         assert_eq!(out.files, 5);
+        // The four files of 8 MiB and more, where the file system takes O_DIRECT.
+        let direct = if direct_io && supports_direct_io(dir.path()) {
+            4
+        } else {
+            0
+        };
+        assert_eq!(out.direct_files, direct, "direct_io {direct_io}");
         assert_same(&src, &under(&target, &src));
         if supports_holes(dir.path()) {
             let restored = under(&target, &src).join("sparse");

@@ -376,7 +376,10 @@ impl Ctx {
             .map_err(|_| std::io::Error::other("direct slot poisoned"))?;
         if matches!(*slot, DirectSlot::Untried) {
             *slot = match DirectFile::open(&f.path, f.node.size)? {
-                Some(df) => DirectSlot::Open(Arc::new(df)),
+                Some(df) => {
+                    self.counts.direct_files.fetch_add(1, Ordering::Relaxed);
+                    DirectSlot::Open(Arc::new(df))
+                }
                 None => DirectSlot::Buffered,
             };
         }

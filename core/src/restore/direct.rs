@@ -18,6 +18,8 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Files at least this large are written with `O_DIRECT` (smaller ones are few blocks, and
 /// their edges would be most of them).
@@ -41,6 +43,19 @@ fn aligned(buf: &mut [u8], len: usize) -> io::Result<&mut [u8]> {
         .ok_or_else(|| io::Error::other("staging buffer too small to align"))
 }
 
+/// Whether this machine's pages are 4 KiB. With larger pages one cached page spans several
+/// blocks, and a buffered edge write could bring stale bytes back over a direct write: no
+/// `O_DIRECT` there.
+fn pages_are_4k() -> bool {
+    static FOUR_K: OnceLock<bool> = OnceLock::new();
+    *FOUR_K.get_or_init(|| {
+        matches!(
+            nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE),
+            Ok(Some(4096))
+        )
+    })
+}
+
 /// One large file being restored with `O_DIRECT`.
 pub(super) struct DirectFile {
     /// Opened with `O_DIRECT`: whole blocks.
@@ -48,12 +63,19 @@ pub(super) struct DirectFile {
     /// The same file, buffered: the partial blocks at chunk edges.
     buffered: File,
     size: u64,
+    /// Set when a direct write was refused (EINVAL) after the open allowed it: from then on
+    /// this file's whole blocks go through the buffered descriptor too (still never a block
+    /// written both ways at once, so the cache stays coherent).
+    refused: AtomicBool,
 }
 
 impl DirectFile {
     /// Opens `path` (already created at `size`, never through a symlink) for `O_DIRECT`
     /// writes; `None` when the file system refuses `O_DIRECT`.
     pub(super) fn open(path: &Path, size: u64) -> io::Result<Option<Self>> {
+        if !pages_are_4k() {
+            return Ok(None);
+        }
         let direct = super::fsops::open_for_write(path)?;
         match nix::fcntl::fcntl(
             &direct,
@@ -63,6 +85,7 @@ impl DirectFile {
                 direct,
                 buffered: super::fsops::open_for_write(path)?,
                 size,
+                refused: AtomicBool::new(false),
             })),
             Err(nix::errno::Errno::EINVAL) => Ok(None),
             Err(e) => Err(e.into()),
@@ -98,7 +121,16 @@ impl DirectFile {
             end - end % ALIGN
         };
         if body_end > pos {
-            self.write_body(pos, part(pos, body_end))?;
+            let body = part(pos, body_end);
+            if self.refused.load(Ordering::Relaxed) {
+                self.buffered.write_all_at(body, pos)?;
+            } else if let Err(e) = self.write_body(pos, body) {
+                if e.raw_os_error() != Some(nix::libc::EINVAL) {
+                    return Err(e);
+                }
+                self.refused.store(true, Ordering::Relaxed);
+                self.buffered.write_all_at(body, pos)?;
+            }
             pos = body_end;
         }
         // The tail: the start of a block the next chunk ends.
@@ -111,12 +143,14 @@ impl DirectFile {
     /// Writes bytes starting at the aligned `offset` with `O_DIRECT`, through the thread's
     /// staging buffer.
     fn write_body(&self, mut offset: u64, data: &[u8]) -> io::Result<()> {
+        debug_assert_eq!(offset % ALIGN, 0, "unaligned direct write");
         STAGING.with(|staging| {
             let mut staging = staging.borrow_mut();
             if staging.len() < PIECE + ALIGN as usize {
                 staging.resize(PIECE + ALIGN as usize, 0);
             }
             let window = aligned(&mut staging, PIECE)?;
+            debug_assert_eq!(window.as_ptr().align_offset(ALIGN as usize), 0);
             for piece in data.chunks(PIECE) {
                 // Only the file's last block may be partial: padded with zeros here, cut back
                 // in `finish`.

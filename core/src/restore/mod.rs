@@ -108,6 +108,8 @@ pub struct RestoreOutcome {
     pub hardlinks: u64,
     /// Content bytes restored (holes included).
     pub bytes: u64,
+    /// Files whose content was written with `O_DIRECT` ([`RestoreOptions::direct_io`]).
+    pub direct_files: u64,
     /// Entries not (fully) restored, each naming the path and what failed.
     pub errors: Vec<String>,
 }
@@ -120,6 +122,7 @@ struct Counts {
     special: AtomicU64,
     hardlinks: AtomicU64,
     bytes: AtomicU64,
+    direct_files: AtomicU64,
 }
 
 /// Progress of one regular file.
@@ -462,6 +465,7 @@ pub async fn restore(
         special: c.special.load(Ordering::Relaxed),
         hardlinks: c.hardlinks.load(Ordering::Relaxed),
         bytes: c.bytes.load(Ordering::Relaxed),
+        direct_files: c.direct_files.load(Ordering::Relaxed),
         errors,
     })
 }

@@ -182,6 +182,7 @@ pub(crate) async fn restore(
                 "special": out.special,
                 "hardlinks": out.hardlinks,
                 "bytes": out.bytes,
+                "direct_files": out.direct_files,
                 "errors": out.errors,
                 "exit_code": code,
             })
