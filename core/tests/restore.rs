@@ -22,7 +22,7 @@ use cairn::{
     BackupOptions, BackupSource, Error, NoProgress, Progress, Repository, RestoreOptions,
     RestoreOutcome, backup, dump, restore,
 };
-use cairn_testkit::{init_repo, small_options};
+use cairn_testkit::{init_repo, small_options, supports_direct_io};
 use proptest::prelude::*;
 
 async fn repo(dir: &Path) -> Repository {
@@ -313,32 +313,6 @@ fn cpu_seconds() -> f64 {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
-}
-
-/// Whether `dir`'s file system takes a 4 KiB-aligned `O_DIRECT` write (tmpfs before Linux 6.6
-/// does not).
-fn supports_direct_io(dir: &Path) -> bool {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
-    let probe = dir.join("direct-io-probe");
-    let ok = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(nix::libc::O_DIRECT)
-        .open(&probe)
-        .and_then(|f| {
-            let buf = vec![7u8; 8192];
-            let skip = buf.as_ptr().align_offset(4096);
-            f.write_all_at(&buf[skip..skip + 4096], 0)
-        })
-        .is_ok();
-    let _ = fs::remove_file(&probe);
-    if !ok {
-        eprintln!(
-            "{}: no O_DIRECT here, the buffered path is tested",
-            dir.display()
-        );
-    }
-    ok
 }
 
 /// True when the file system under `dir` stores a file of holes in no blocks.

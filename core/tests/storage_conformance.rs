@@ -206,33 +206,6 @@ async fn local_directory_large_ranged_reads() {
     .unwrap();
 }
 
-/// Whether `dir`'s file system takes a 4 KiB-aligned `O_DIRECT` write (tmpfs before Linux 6.6
-/// does not).
-fn supports_direct_io(dir: &std::path::Path) -> bool {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
-    let probe = dir.join("direct-io-probe");
-    let ok = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(nix::libc::O_DIRECT)
-        .open(&probe)
-        .and_then(|f| {
-            // A page-aligned 4 KiB window of a larger buffer.
-            let buf = vec![7u8; 8192];
-            let skip = buf.as_ptr().align_offset(4096);
-            f.write_all_at(&buf[skip..skip + 4096], 0)
-        })
-        .is_ok();
-    let _ = std::fs::remove_file(&probe);
-    if !ok {
-        eprintln!(
-            "{}: no O_DIRECT here, the buffered path is tested",
-            dir.display()
-        );
-    }
-    ok
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_directory_direct_writes() {
     // Objects of 1 MiB and more (packs) are written to a local directory with O_DIRECT through
@@ -241,7 +214,7 @@ async fn local_directory_direct_writes() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("r");
     std::fs::create_dir_all(root.join("data")).unwrap();
-    let direct = supports_direct_io(dir.path());
+    let direct = cairn_testkit::supports_direct_io(dir.path());
     let local = object_store::local::LocalFileSystem::new_with_prefix(&root)
         .unwrap()
         .with_fsync(true);

@@ -121,3 +121,34 @@ pub async fn assert_clean(repo: &Repository) {
         report.problems
     );
 }
+
+/// Whether `dir`'s file system takes a 4 KiB-aligned `O_DIRECT` write (tmpfs before Linux 6.6
+/// does not), probed with a real write; says so on stderr when it does not, so a test that
+/// then checks only the buffered path shows it.
+pub fn supports_direct_io(dir: &Path) -> bool {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let probe = dir.join("direct-io-probe");
+    let ok = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(nix::libc::O_DIRECT)
+        .open(&probe)
+        .and_then(|f| {
+            // A page-aligned 4 KiB window of a larger buffer.
+            let buf = vec![7u8; 8192];
+            let skip = buf.as_ptr().align_offset(4096);
+            let window = buf
+                .get(skip..skip + 4096)
+                .ok_or_else(|| std::io::Error::other("cannot align the probe buffer"))?;
+            f.write_all_at(window, 0)
+        })
+        .is_ok();
+    let _ = std::fs::remove_file(&probe);
+    if !ok {
+        eprintln!(
+            "{}: no O_DIRECT here, the buffered path is tested",
+            dir.display()
+        );
+    }
+    ok
+}
