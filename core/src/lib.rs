@@ -25,6 +25,7 @@
 pub mod backup;
 pub mod browse;
 pub mod check;
+mod direct_io;
 pub mod error;
 pub mod forget;
 pub mod index;

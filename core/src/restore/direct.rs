@@ -21,26 +21,17 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::direct_io;
+
 /// Files at least this large are written with `O_DIRECT` (smaller ones are few blocks, and
 /// their edges would be most of them).
 pub(super) const DIRECT_MIN: u64 = 8 << 20;
-/// Block size of `O_DIRECT` offsets, lengths and buffer addresses: the page size, a multiple of
-/// every common logical block size.
-const ALIGN: u64 = 4096;
-/// Bytes copied into the aligned buffer and written per call.
-const PIECE: usize = 1 << 20;
+/// Block size of `O_DIRECT` offsets and lengths (see `crate::direct_io`).
+const ALIGN: u64 = direct_io::ALIGN as u64;
 
 thread_local! {
-    /// Each writer thread's aligned staging buffer (`PIECE + ALIGN` long).
+    /// Each writer thread's staging buffer (`direct_io::staging`).
     static STAGING: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-/// The page-aligned window of `len` bytes inside `buf` (which must be `len + ALIGN` long).
-fn aligned(buf: &mut [u8], len: usize) -> io::Result<&mut [u8]> {
-    let skip = buf.as_ptr().align_offset(ALIGN as usize);
-    skip.checked_add(len)
-        .and_then(|end| buf.get_mut(skip..end))
-        .ok_or_else(|| io::Error::other("staging buffer too small to align"))
 }
 
 /// Whether this machine's pages are 4 KiB. With larger pages one cached page spans several
@@ -141,43 +132,14 @@ impl DirectFile {
     }
 
     /// Writes bytes starting at the aligned `offset` with `O_DIRECT`, through the thread's
-    /// staging buffer.
-    fn write_body(&self, mut offset: u64, data: &[u8]) -> io::Result<()> {
-        debug_assert_eq!(offset % ALIGN, 0, "unaligned direct write");
+    /// staging buffer (the file's last block padded, cut back in `finish`).
+    fn write_body(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         STAGING.with(|staging| {
             let mut staging = staging.borrow_mut();
-            if staging.len() < PIECE + ALIGN as usize {
-                staging.resize(PIECE + ALIGN as usize, 0);
+            if staging.is_empty() {
+                *staging = direct_io::staging();
             }
-            let window = aligned(&mut staging, PIECE)?;
-            debug_assert_eq!(window.as_ptr().align_offset(ALIGN as usize), 0);
-            for piece in data.chunks(PIECE) {
-                // Only the file's last block may be partial: padded with zeros here, cut back
-                // in `finish`.
-                let padded = piece.len().next_multiple_of(ALIGN as usize);
-                let (head, tail) = window.split_at_mut(piece.len());
-                head.copy_from_slice(piece);
-                if let Some(pad) = tail.get_mut(..padded - piece.len()) {
-                    pad.fill(0);
-                }
-                let bytes = window.get(..padded).unwrap_or_default();
-                // A short write would leave the rest unaligned: an error.
-                loop {
-                    match self.direct.write_at(bytes, offset) {
-                        Ok(n) if n == bytes.len() => break,
-                        Ok(n) => {
-                            return Err(io::Error::new(
-                                io::ErrorKind::WriteZero,
-                                format!("short write: {n} of {padded} bytes at {offset}"),
-                            ));
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                offset += piece.len() as u64;
-            }
-            Ok(())
+            direct_io::write_at(&self.direct, offset, data, &mut staging).map_err(|f| f.error)
         })
     }
 

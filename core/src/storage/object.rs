@@ -2,7 +2,6 @@
 
 use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -14,6 +13,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use super::{ObjectInfo, PutOutcome, Storage};
+use crate::direct_io;
 use crate::error::{Error, Result};
 
 /// Ranged reads of a local directory at least this long go into reused buffers.
@@ -28,12 +28,6 @@ const POOLED_KEEP_MAX: usize = 16 << 20;
 
 /// Objects at least this long (packs) are written to a local directory with `O_DIRECT`.
 const DIRECT_WRITE_MIN: usize = 1 << 20;
-/// Offset, length and buffer alignment of `O_DIRECT` writes: the page size, a multiple of every
-/// common logical block size (512 B, 4 KiB).
-const DIRECT_ALIGN: usize = 4096;
-/// Bytes copied into an aligned buffer and written per `O_DIRECT` write call (4 MiB was no
-/// faster on a first backup here, and kept 3 MiB more per upload).
-const DIRECT_CHUNK: usize = 1 << 20;
 /// Aligned write buffers a local directory store keeps (one per upload in flight).
 const DIRECT_BUFFERS: usize = 4;
 
@@ -84,7 +78,7 @@ pub struct ObjectStorage {
     direct_writes: AtomicBool,
     /// Objects written with `O_DIRECT` so far.
     direct_written: AtomicU64,
-    /// Reused write buffers of `O_DIRECT` writes (each `DIRECT_CHUNK + DIRECT_ALIGN` long).
+    /// Reused staging buffers of `O_DIRECT` writes (`direct_io::staging`).
     write_pool: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
@@ -141,15 +135,9 @@ impl ObjectStorage {
         let path = root.join(name);
         let data = bytes.clone();
         let pool = Arc::clone(&self.write_pool);
-        let write = move || write_direct(&path, &data, &pool);
-        let written = match tokio::runtime::Handle::try_current() {
-            Ok(rt) => rt.spawn_blocking(write).await.unwrap_or_else(|e| {
-                Err(DirectError::Failed(std::io::Error::other(format!(
-                    "write task failed: {e}"
-                ))))
-            }),
-            Err(_) => write(),
-        };
+        let written = blocking(move || Ok(write_direct(&path, &data, &pool)))
+            .await
+            .unwrap_or_else(|e| Err(DirectError::Failed(e)));
         match written {
             Ok(outcome) => {
                 if outcome == PutOutcome::Created {
@@ -456,7 +444,7 @@ fn write_direct(
         .lock()
         .ok()
         .and_then(|mut kept| kept.pop())
-        .unwrap_or_else(|| vec![0u8; DIRECT_CHUNK + DIRECT_ALIGN]);
+        .unwrap_or_else(direct_io::staging);
     let written = write_aligned(&file, data, &mut buf);
     if let Ok(mut kept) = pool.lock() {
         if kept.len() < DIRECT_BUFFERS {
@@ -496,47 +484,20 @@ fn write_direct(
     outcome
 }
 
-/// Writes `data` from offset 0 of `file` (opened with `O_DIRECT`) through the aligned window of
-/// `buf`, padding the last write to the alignment and cutting the file back to `data`'s length.
-/// EINVAL on the first write is the file system refusing `O_DIRECT` (`Unsupported`); a short
-/// write (a full disk, say) or any later error is `Failed`.
+/// Writes `data` from offset 0 of `file` (opened with `O_DIRECT`) and cuts the file back to
+/// `data`'s length. EINVAL on the first write is the file system refusing `O_DIRECT`
+/// (`Unsupported`); a short write (a full disk, say) or any later error is `Failed`.
 fn write_aligned(
     file: &std::fs::File,
     data: &[u8],
     buf: &mut [u8],
 ) -> std::result::Result<(), DirectError> {
-    let skip = buf.as_ptr().align_offset(DIRECT_ALIGN);
-    let window = skip
-        .checked_add(DIRECT_CHUNK)
-        .and_then(|end| buf.get_mut(skip..end))
-        .ok_or_else(|| {
-            DirectError::Failed(std::io::Error::other("write buffer too small to align"))
-        })?;
-    let mut offset = 0u64;
-    for piece in data.chunks(DIRECT_CHUNK) {
-        let padded = piece.len().next_multiple_of(DIRECT_ALIGN);
-        let (head, tail) = window.split_at_mut(piece.len());
-        head.copy_from_slice(piece);
-        if let Some(pad) = tail.get_mut(..padded - piece.len()) {
-            pad.fill(0);
-        }
-        let out = window.get(..padded).unwrap_or_default();
-        let n = loop {
-            match file.write_at(out, offset) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) if offset == 0 && refused(&e) => return Err(DirectError::Unsupported),
-                other => break other.map_err(DirectError::Failed)?,
-            }
-        };
-        if n != padded {
-            return Err(DirectError::Failed(std::io::Error::new(
-                std::io::ErrorKind::WriteZero,
-                format!("short write: {n} of {padded} bytes at offset {offset}"),
-            )));
-        }
-        offset += piece.len() as u64;
+    match direct_io::write_at(file, 0, data, buf) {
+        Ok(()) => {}
+        Err(f) if f.offset == 0 && refused(&f.error) => return Err(DirectError::Unsupported),
+        Err(f) => return Err(DirectError::Failed(f.error)),
     }
-    if data.len() % DIRECT_ALIGN != 0 {
+    if data.len() % direct_io::ALIGN != 0 {
         file.set_len(data.len() as u64)
             .map_err(DirectError::Failed)?;
     }
