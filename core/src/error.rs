@@ -73,6 +73,11 @@ pub enum Error {
     /// A caller error: bad URL, bad argument, bad option.
     #[error("{0}")]
     Invalid(String),
+    /// The operation was stopped or refused for a reason that is not the caller's mistake nor
+    /// damage: a backup that would depend on data prune deleted, a stream command that failed or
+    /// could not run. Nothing it wrote is wrong; running it again may succeed.
+    #[error("{0}")]
+    Failed(String),
     /// A local file system operation failed.
     #[error("{path}: {source}")]
     Io {
@@ -118,7 +123,7 @@ impl Error {
 
     /// A process exit code for command-line tools: 0 success, 1 generic failure, 2 usage, 3 not
     /// found / not a repository, 4 wrong password, 5 corruption found, 6 storage failure,
-    /// 7 already exists.
+    /// 7 already exists ([`Error::Failed`] and the rest: 1).
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::Invalid(_) => 2,

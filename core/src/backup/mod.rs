@@ -299,7 +299,7 @@ pub async fn backup(
                 drop(out);
                 let status = child.wait().map_err(|e| Error::io(prog, e))?;
                 if !status.success() {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::Failed(format!(
                         "command {argv:?} failed ({status}); no snapshot was written"
                     )));
                 }
