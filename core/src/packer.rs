@@ -14,13 +14,19 @@
 //! Uploaded packs are written to an index file every [`INDEX_EVERY_PACKS`] packs or
 //! [`INDEX_EVERY`], and at the end, so an interrupted backup leaves most of its uploads indexed
 //! and the next backup deduplicates against them instead of uploading them again.
+//!
+//! The packer also records what a backup comes to depend on: the packs of every blob it found
+//! already stored ([`Packer::claim`], [`Packer::has`], [`Packer::locate_used`]) and the packs it
+//! wrote. [`Packer::dependencies`] hands them to the snapshot guard
+//! ([`crate::prune::save_snapshot_guarded`]), which refuses a snapshot when prune deleted or is
+//! deleting one of them.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use cairn_format::{
-    BlobId, BlobType, FinishedPack, IndexFile, IndexId, IndexPack, MasterKey, PackBuilder,
+    BlobId, BlobType, FinishedPack, IndexFile, IndexId, IndexPack, MasterKey, PackBuilder, PackId,
 };
 use futures::StreamExt;
 use rand::Rng;
@@ -165,6 +171,10 @@ pub struct Packer {
     handle: tokio::runtime::Handle,
     spare: Spare,
     budget: Arc<PackBudget>,
+    /// Pack numbers (of `index`) holding blobs this packer found already stored: a bit each.
+    used: Mutex<Vec<u64>>,
+    /// Packs this packer uploaded.
+    written: Arc<Mutex<Vec<PackId>>>,
 }
 
 /// Buffers of uploaded packs, reused for new packs: a fresh 16 MiB buffer costs a page fault
@@ -193,12 +203,14 @@ impl Packer {
             (OPEN_DATA_PACKS + UPLOAD_CONCURRENCY) * config.data_pack_target as usize
                 + config.tree_pack_target as usize,
         ));
+        let written = Arc::new(Mutex::new(Vec::new()));
         let uploader = handle.spawn(upload_loop(
             repo.clone(),
             index.clone(),
             rx,
             spare.clone(),
             budget.clone(),
+            written.clone(),
         ));
         Self {
             repo: repo.clone(),
@@ -215,7 +227,54 @@ impl Packer {
             handle,
             spare,
             budget,
+            used: Mutex::new(Vec::new()),
+            written,
         }
+    }
+
+    /// Records that the snapshot being built references a blob of pack number `n`.
+    fn note_used(&self, n: u32) -> Result<()> {
+        let mut used = self.used.lock().map_err(poisoned)?;
+        let (word, bit) = ((n / 64) as usize, n % 64);
+        if used.len() <= word {
+            used.resize(word + 1, 0);
+        }
+        if let Some(w) = used.get_mut(word) {
+            *w |= 1 << bit;
+        }
+        Ok(())
+    }
+
+    /// The packs a snapshot of what went through this packer depends on: those holding blobs
+    /// found already stored, and those this packer wrote. Complete once [`Packer::finish_blocking`]
+    /// returned.
+    pub fn dependencies(&self) -> Result<HashSet<PackId>> {
+        let mut out: HashSet<PackId> = self
+            .written
+            .lock()
+            .map_err(poisoned)?
+            .iter()
+            .copied()
+            .collect();
+        let used = self.used.lock().map_err(poisoned)?;
+        let index = self.index.read().map_err(poisoned)?;
+        let packs = index.packs();
+        for (w, word) in used.iter().enumerate() {
+            let mut bits = *word;
+            while bits != 0 {
+                let b = bits.trailing_zeros();
+                bits &= bits - 1;
+                if let Some(p) = packs.get(w * 64 + b as usize) {
+                    out.insert(*p);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The index files the packer's index was built from or wrote.
+    pub fn index_files(&self) -> Result<HashSet<IndexId>> {
+        Ok(self.index.read().map_err(poisoned)?.files().clone())
     }
 
     /// The repository's master key.
@@ -226,7 +285,9 @@ impl Packer {
     /// True when the blob is in the repository or was added through this packer. When it is
     /// neither, it is *claimed*: the caller must add it (so two workers never both add one blob).
     pub fn claim(&self, id: &BlobId) -> Result<bool> {
-        if self.index.read().map_err(poisoned)?.contains(id) {
+        let found = self.index.read().map_err(poisoned)?.pack_number_of(id);
+        if let Some(n) = found {
+            self.note_used(n)?;
             return Ok(true);
         }
         Ok(!self.known.lock().map_err(poisoned)?.insert(*id))
@@ -238,10 +299,24 @@ impl Packer {
         self.index.read().ok()?.get(id)
     }
 
+    /// [`Packer::locate`] for a blob the snapshot being built will reference (a delta base):
+    /// its pack becomes a dependency.
+    pub fn locate_used(&self, id: &BlobId) -> Result<Option<crate::index::BlobLocation>> {
+        let index = self.index.read().map_err(poisoned)?;
+        let (Some(n), Some(loc)) = (index.pack_number_of(id), index.get(id)) else {
+            return Ok(None);
+        };
+        drop(index);
+        self.note_used(n)?;
+        Ok(Some(loc))
+    }
+
     /// True when the blob is in the index this packer deduplicates against (which leaves out
     /// packs condemned by prune) or was added through this packer.
     pub fn has(&self, id: &BlobId) -> Result<bool> {
-        if self.index.read().map_err(poisoned)?.contains(id) {
+        let found = self.index.read().map_err(poisoned)?.pack_number_of(id);
+        if let Some(n) = found {
+            self.note_used(n)?;
             return Ok(true);
         }
         Ok(self.known.lock().map_err(poisoned)?.contains(id))
@@ -416,6 +491,7 @@ async fn upload_loop(
     rx: mpsc::Receiver<Outgoing>,
     spare: Spare,
     budget: Arc<PackBudget>,
+    written: Arc<Mutex<Vec<PackId>>>,
 ) -> Result<(u64, u64)> {
     let _close = CloseOnDrop(budget.clone());
     let mut pending = IndexFile::default();
@@ -453,6 +529,7 @@ async fn upload_loop(
     while let Some(done) = uploads.next().await {
         let pack = done?;
         packs += 1;
+        written.lock().map_err(poisoned)?.push(pack.id);
         index
             .write()
             .map_err(poisoned)?

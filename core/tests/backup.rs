@@ -195,7 +195,7 @@ async fn streams_and_failing_commands() {
     )
     .await;
     assert!(
-        matches!(failed, Err(Error::Invalid(ref m)) if m.contains("no snapshot")),
+        matches!(failed, Err(Error::Failed(ref m)) if m.contains("no snapshot")),
         "{failed:?}"
     );
     assert_eq!(

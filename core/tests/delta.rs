@@ -184,6 +184,7 @@ async fn changed_blocks_are_patches_that_restore_exactly() {
     // must keep every base the last snapshot's patches need.
     let mut o = PruneOptions::default();
     o.grace_secs = 0;
+    o.allow_short_grace = true;
     for (id, s) in repo.list_snapshots().await.unwrap() {
         if s.tree != s3.tree {
             repo.storage()

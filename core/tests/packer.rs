@@ -129,12 +129,14 @@ async fn a_stalled_store_stops_workers_within_the_pack_budget() {
     let workers: Vec<_> = (0..WORKERS)
         .map(|w| adder(packer.clone(), w * PER_WORKER, PER_WORKER, added.clone()))
         .collect();
-    // Let the workers run into the stalled uploads.
-    let mut last = u64::MAX;
-    for _ in 0..50 {
+    // Let the workers run into the stalled uploads: wait for half a second without progress
+    // (a loaded machine can leave the workers unscheduled for a tenth of a second).
+    let (mut last, mut quiet) = (u64::MAX, 0);
+    for _ in 0..200 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let now = added.load(Ordering::Relaxed);
-        if now == last {
+        quiet = if now == last && now > 0 { quiet + 1 } else { 0 };
+        if quiet == 5 {
             break;
         }
         last = now;

@@ -25,6 +25,7 @@ async fn new_repo(dir: &Path) -> Repository {
 fn no_grace() -> PruneOptions {
     let mut o = PruneOptions::default();
     o.grace_secs = 0;
+    o.allow_short_grace = true;
     o
 }
 
@@ -216,7 +217,7 @@ async fn concurrent_backups_and_prune_lose_nothing() {
                 {
                     Ok(out) => done.push((out.id, out.snapshot.tree, expect)),
                     // A backup that outlived the grace period refuses to write its snapshot.
-                    Err(cairn::Error::Invalid(m)) if m.contains("grace period") => {}
+                    Err(cairn::Error::Failed(m)) if m.contains("grace period") => {}
                     Err(e) => panic!("backup failed: {e}"),
                 }
             }
@@ -244,6 +245,7 @@ async fn concurrent_backups_and_prune_lose_nothing() {
                 cairn::forget::forget(&repo, &d).await.unwrap();
                 let mut o = PruneOptions::default();
                 o.grace_secs = grace;
+                o.allow_short_grace = true;
                 prune(&repo, &o, Arc::new(NoProgress)).await.unwrap();
                 runs += 1;
                 tokio::time::sleep(Duration::from_millis(500)).await;

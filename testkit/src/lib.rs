@@ -8,6 +8,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
+mod chaos;
+
+pub use chaos::{ChaosStorage, KILLED};
+
 use cairn::format::{BlobId, KdfParams, Node};
 use cairn::{
     CheckOptions, CheckReport, InitOptions, NoProgress, ReadData, Repository, check, open_storage,

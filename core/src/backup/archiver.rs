@@ -202,7 +202,7 @@ impl Ctx {
         let located: Vec<_> = wanted
             .iter()
             .filter_map(|id| {
-                let loc = self.packer.locate(id)?;
+                let loc = self.packer.locate_used(id).ok().flatten()?;
                 (loc.plain_len as usize <= cairn_format::delta::MAX_BLOCK_LEN).then_some((*id, loc))
             })
             .collect();

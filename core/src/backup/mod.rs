@@ -322,8 +322,8 @@ pub async fn backup(
     snapshot.tags = options.tags.clone();
     snapshot.parent = parent.map(|(id, _)| id);
     snapshot.summary = summary(&ctx, &stats, started);
-    crate::prune::check_backup_window(repo, time.secs).await?;
-    let id = crate::packer::with_retries(|| repo.save_snapshot(&snapshot)).await?;
+    let deps = crate::prune::Dependencies::of(&ctx.packer)?;
+    let id = crate::prune::save_snapshot_guarded(repo, &snapshot, &deps).await?;
     let warnings = ctx.warnings.lock().map(|w| w.clone()).unwrap_or_default();
     Ok(BackupOutcome {
         id,

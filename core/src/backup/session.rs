@@ -38,6 +38,9 @@ pub struct SessionOutcome {
     pub packer: PackerStats,
     /// Entries that could not be read.
     pub warnings: Vec<String>,
+    /// What a snapshot of this session's output depends on: write it with
+    /// [`crate::prune::save_snapshot_guarded`].
+    pub dependencies: crate::prune::Dependencies,
 }
 
 impl BackupSession {
@@ -144,6 +147,7 @@ impl BackupSession {
             .map_err(|e| Error::Invalid(format!("backup worker failed: {e}")))??;
         Ok(SessionOutcome {
             summary: summary(&self.ctx, &stats, self.started),
+            dependencies: crate::prune::Dependencies::of(&self.ctx.packer)?,
             packer: stats,
             warnings: self
                 .ctx

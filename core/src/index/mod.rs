@@ -174,6 +174,11 @@ impl Index {
         })
     }
 
+    /// The number of the pack holding a blob (an index into [`Index::packs`]).
+    pub fn pack_number_of(&self, id: &BlobId) -> Option<u32> {
+        self.find(id).map(|e| e.pack_and_type & !TREE_BIT)
+    }
+
     /// True when the blob is in the repository.
     pub fn contains(&self, id: &BlobId) -> bool {
         self.find(id).is_some()

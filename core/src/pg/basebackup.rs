@@ -451,8 +451,7 @@ pub async fn base_backup(
     snapshot.tags = options.tags.clone();
     snapshot.summary = done.summary;
     snapshot.meta = info.to_meta();
-    crate::prune::check_backup_window(repo, time.secs).await?;
-    let id = crate::packer::with_retries(|| repo.save_snapshot(&snapshot)).await?;
+    let id = crate::prune::save_snapshot_guarded(repo, &snapshot, &done.dependencies).await?;
     Ok(BaseBackupOutcome {
         id,
         snapshot,

@@ -11,9 +11,10 @@
 //!    again), so no new snapshot comes to depend on a condemned pack.
 //! 2. **Execute**, in a later prune run, once `grace` has passed since the plan: backups that
 //!    started before the plan (and may have deduplicated against its packs) have finished by then
-//!    — the grace period must exceed the longest backup, and a backup that outlives it refuses to
-//!    write its snapshot. Prune again computes what every snapshot now references; a condemned
-//!    pack still needed is spared; the others are deleted. Then the index is rewritten: a new
+//!    when the grace period exceeds the longest backup; a backup that outlives it is refused by
+//!    the snapshot guard ([`guard`]) instead of saving a snapshot that needs deleted data.
+//!    Prune again computes what every snapshot now references; a condemned pack still needed is
+//!    spared; the others are deleted. Then the index is rewritten: a new
 //!    index file listing every remaining entry, superseding the old files, is written before the
 //!    old files are deleted. Last, the plan is deleted.
 //!
@@ -33,8 +34,24 @@ use crate::packer::{Packer, with_retries};
 use crate::progress::Progress;
 use crate::repo::{PRUNE, Repository, index_name, now, pack_name};
 
+mod guard;
+
+pub use guard::{CLOCK_MARGIN_SECS, Dependencies, save_snapshot_guarded, verify_dependencies};
+
 /// Default grace period: a day, longer than any backup should run.
 pub const DEFAULT_GRACE_SECS: u64 = 24 * 3600;
+
+/// The shortest grace period prune accepts without [`PruneOptions::allow_short_grace`]. A
+/// backup that runs longer than the grace period is refused (it saves no snapshot), so a short
+/// grace costs failed backups; below this, even backups of seconds can be refused, and a backup
+/// killed in the instant between writing its snapshot and checking it again could leave a
+/// snapshot that needs deleted data (SPEC.md §11.2).
+pub const MIN_GRACE_SECS: u64 = 5 * 60;
+
+/// Packs that no index file lists (left by interrupted backups) are condemned once older than
+/// the grace period, and never younger than this: a running backup indexes its packs within a
+/// minute or two, and leftovers are in no hurry.
+pub const UNINDEXED_MIN_AGE_SECS: u64 = 3600;
 
 /// Options of [`prune`].
 #[derive(Debug, Clone)]
@@ -46,6 +63,9 @@ pub struct PruneOptions {
     pub repack_below: f64,
     /// Plan and report only: write nothing, delete nothing.
     pub dry_run: bool,
+    /// Accept a grace period below [`MIN_GRACE_SECS`] (tests, throw-away repositories).
+    /// Default: false.
+    pub allow_short_grace: bool,
 }
 
 impl Default for PruneOptions {
@@ -54,6 +74,7 @@ impl Default for PruneOptions {
             grace_secs: DEFAULT_GRACE_SECS,
             repack_below: 0.5,
             dry_run: false,
+            allow_short_grace: false,
         }
     }
 }
@@ -120,6 +141,14 @@ pub async fn prune(
     options: &PruneOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<PruneReport> {
+    if options.grace_secs < MIN_GRACE_SECS && !options.allow_short_grace {
+        return Err(Error::Invalid(format!(
+            "a grace period of {} s is below the minimum of {} s: backups running longer than the \
+             grace period are refused, and below the minimum even short ones can be (see \
+             SPEC.md §11.2); use a longer grace, or allow a short one explicitly",
+            options.grace_secs, MIN_GRACE_SECS
+        )));
+    }
     let mut report = PruneReport::default();
     let now_secs = now().secs;
     let plans = repo.prune_plans().await?;
@@ -208,7 +237,7 @@ pub async fn prune(
         }
     }
     // Packs no index lists, old enough that no running backup can still be about to index them.
-    let grace = i64::try_from(options.grace_secs).unwrap_or(i64::MAX);
+    let grace = i64::try_from(options.grace_secs.max(UNINDEXED_MIN_AGE_SECS)).unwrap_or(i64::MAX);
     for (pack, (_, modified)) in &sizes {
         if !packs.contains_key(pack)
             && !already.contains(pack)
@@ -400,28 +429,6 @@ async fn execute(
     for (id, _) in due {
         repo.storage().delete(&format!("{PRUNE}/{id}")).await?;
         report.plans_executed += 1;
-    }
-    Ok(())
-}
-
-/// Fails when a prune plan made after `started` (unix seconds) may already have been executed:
-/// the backup then outlived the grace period and may reference a deleted pack, so it must not
-/// write its snapshot. Backups call this right before writing their snapshot.
-pub async fn check_backup_window(repo: &Repository, started: i64) -> Result<()> {
-    let now_secs = now().secs;
-    for (id, plan) in repo.prune_plans().await? {
-        let due = plan
-            .created
-            .secs
-            .saturating_add(i64::try_from(plan.grace_secs).unwrap_or(i64::MAX));
-        // A minute of margin for clock differences between hosts.
-        if plan.created.secs >= started && due <= now_secs + 60 {
-            return Err(Error::Invalid(format!(
-                "this backup ran longer than prune's grace period (plan {} made during it is due); \
-                 no snapshot was written: run the backup again, or prune with a longer --grace",
-                id.short()
-            )));
-        }
     }
     Ok(())
 }

@@ -56,7 +56,9 @@ pub struct ObjectInfo {
 /// * **Read-after-write.** An object is readable by name as soon as `put_new` returned. Listings
 ///   may lag.
 /// * **Only prune deletes.** [`Storage::delete`] is called by prune and key removal alone, so a
-///   backup credential without delete rights works.
+///   backup credential without delete rights works; a backup only deletes its own snapshot when
+///   the snapshot guard's check after the write fails (see [`crate::prune::save_snapshot_guarded`];
+///   without delete rights it then fails and names the snapshot to forget).
 /// * Errors are [`crate::Error::NotFound`] for a missing object and [`crate::Error::Storage`]
 ///   (flagged transient or not) for everything else.
 #[async_trait]

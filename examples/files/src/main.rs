@@ -202,8 +202,14 @@ data, or files that could not be created); they are listed, the rest is restored
     /// condemned first and deleted by a later run after the grace period).
     Prune {
         /// Time between condemning and deleting; must exceed the longest backup (e.g. 24h).
+        /// Backups that outlast it are refused (no snapshot). At least 5m unless
+        /// --allow-short-grace.
         #[arg(long, default_value = "24h")]
         grace: String,
+        /// Accept a grace period under 5 minutes (tests, throw-away repositories): even short
+        /// backups may then be refused.
+        #[arg(long)]
+        allow_short_grace: bool,
         /// Repack packs whose used share is below this fraction.
         #[arg(long, default_value_t = 0.5)]
         repack_below: f64,
@@ -537,6 +543,7 @@ async fn run(cli: Cli) -> cairn::Result<u8> {
             .map(|()| 0),
         Command::Prune {
             grace,
+            allow_short_grace,
             repack_below,
             dry_run,
         } => {
@@ -544,6 +551,7 @@ async fn run(cli: Cli) -> cairn::Result<u8> {
             o.grace_secs = u64::try_from(commands::parse_duration(grace)?).unwrap_or(0);
             o.repack_below = repack_below.clamp(0.0, 1.0);
             o.dry_run = *dry_run;
+            o.allow_short_grace = *allow_short_grace;
             commands::prune(&repo, &o, g.json).await.map(|()| 0)
         }
         Command::Repair(RepairCommand::Index) => {

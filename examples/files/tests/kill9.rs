@@ -152,6 +152,7 @@ async fn kill_9_during_prune() {
                 "prune",
                 "--grace",
                 "0s",
+                "--allow-short-grace",
             ])
             .env("CAIRN_PASSWORD", "pw")
             .stdout(std::process::Stdio::null())
@@ -182,6 +183,7 @@ async fn kill_9_during_prune() {
                 "prune",
                 "--grace",
                 "0s",
+                "--allow-short-grace",
             ])
             .env("CAIRN_PASSWORD", "pw")
             .output()
@@ -199,6 +201,7 @@ async fn kill_9_during_prune() {
         &{
             let mut o = cairn::prune::PruneOptions::default();
             o.grace_secs = 0;
+            o.allow_short_grace = true;
             o.dry_run = true;
             o
         },
