@@ -65,9 +65,28 @@ pub async fn read_pack_header(
 
 /// Rebuilds the index from every pack's header: writes one index file listing every readable
 /// pack, superseding all existing index files, then deletes those. Use when index files are
-/// lost or damaged. Run it while no prune runs.
+/// lost or damaged. Safe beside backups; run it while no prune runs.
 pub async fn repair_index(repo: &Repository, progress: Arc<dyn Progress>) -> Result<RepairReport> {
     let mut report = RepairReport::default();
+    // The index files first, the packs after: every pack an index file lists was stored before
+    // that file, so it is in the pack listing and the new index keeps it. An index file written
+    // by a backup after this listing is not superseded and stays in force.
+    let old = match repo.read_index_files().await {
+        Ok(files) => files.into_iter().map(|(id, _)| id).collect(),
+        // Damaged index files are exactly what repair is for: supersede whatever is listed.
+        Err(_) => repo
+            .storage()
+            .list(crate::repo::INDEX)
+            .await?
+            .iter()
+            .filter_map(|o| {
+                o.name
+                    .rsplit('/')
+                    .next()
+                    .and_then(|h| cairn_format::IndexId::from_hex(h).ok())
+            })
+            .collect::<Vec<_>>(),
+    };
     let packs: Vec<(PackId, u64)> = repo
         .list_packs()
         .await?
@@ -93,22 +112,6 @@ pub async fn repair_index(repo: &Repository, progress: Arc<dyn Progress>) -> Res
         }
     }
     index.packs.sort_by_key(|p| p.id);
-    let old = match repo.read_index_files().await {
-        Ok(files) => files.into_iter().map(|(id, _)| id).collect(),
-        // Damaged index files are exactly what repair is for: supersede whatever is listed.
-        Err(_) => repo
-            .storage()
-            .list(crate::repo::INDEX)
-            .await?
-            .iter()
-            .filter_map(|o| {
-                o.name
-                    .rsplit('/')
-                    .next()
-                    .and_then(|h| cairn_format::IndexId::from_hex(h).ok())
-            })
-            .collect::<Vec<_>>(),
-    };
     index.supersedes = old.clone();
     let new_id = repo.write_index(&index).await?;
     for id in old.iter().filter(|id| **id != new_id) {

@@ -112,16 +112,42 @@ impl Repository {
             .collect())
     }
 
-    /// Every index file, decoded.
+    /// Every index file, decoded. A file listed but gone when fetched was deleted by a prune
+    /// execution after it wrote the file that supersedes it (SPEC §11.3): the index is listed
+    /// again (a few times at most) rather than reported missing.
     pub async fn read_index_files(&self) -> Result<Vec<(IndexId, IndexFile)>> {
-        let listed = self.storage.list(INDEX).await?;
-        let ids: Vec<IndexId> = listed.iter().filter_map(|o| id_of(&o.name)).collect();
-        let files: Vec<(IndexId, IndexFile)> = stream::iter(ids)
-            .map(|id| async move { self.read_index_file(&id).await.map(|f| (id, f)) })
-            .buffer_unordered(FETCH_CONCURRENCY)
-            .try_collect()
-            .await?;
-        Ok(files)
+        let mut read: std::collections::HashMap<IndexId, IndexFile> = Default::default();
+        let mut attempt = 0;
+        loop {
+            let listed = self.storage.list(INDEX).await?;
+            let ids: Vec<IndexId> = listed.iter().filter_map(|o| id_of(&o.name)).collect();
+            let present: std::collections::HashSet<IndexId> = ids.iter().copied().collect();
+            read.retain(|id, _| present.contains(id));
+            let todo: Vec<IndexId> = ids
+                .into_iter()
+                .filter(|id| !read.contains_key(id))
+                .collect();
+            let fetched: Vec<(IndexId, Result<IndexFile>)> = stream::iter(todo)
+                .map(|id| async move { (id, self.read_index_file(&id).await) })
+                .buffer_unordered(FETCH_CONCURRENCY)
+                .collect()
+                .await;
+            let mut vanished = None;
+            for (id, r) in fetched {
+                match r {
+                    Ok(f) => {
+                        read.insert(id, f);
+                    }
+                    Err(e @ Error::NotFound { .. }) => vanished = Some(e),
+                    Err(e) => return Err(e),
+                }
+            }
+            match vanished {
+                None => return Ok(read.into_iter().collect()),
+                Some(e) if attempt >= 4 => return Err(e),
+                Some(_) => attempt += 1,
+            }
+        }
     }
 
     /// The shared index of this handle, loaded on first use.
@@ -336,8 +362,16 @@ impl Repository {
         let listed = self.storage.list(SNAPSHOTS).await?;
         let ids: Vec<SnapshotId> = listed.iter().filter_map(|o| id_of(&o.name)).collect();
         let mut all: Vec<(SnapshotId, Snapshot)> = stream::iter(ids)
-            .map(|id| async move { self.read_snapshot(&id).await.map(|s| (id, s)) })
+            .map(|id| async move {
+                match self.read_snapshot(&id).await {
+                    Ok(s) => Ok(Some((id, s))),
+                    // Forgotten (or removed by the snapshot guard) since the listing.
+                    Err(Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
             .buffer_unordered(FETCH_CONCURRENCY)
+            .try_filter_map(|x| async move { Ok(x) })
             .try_collect()
             .await?;
         all.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
