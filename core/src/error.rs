@@ -78,6 +78,10 @@ pub enum Error {
     /// could not run. Nothing it wrote is wrong; running it again may succeed.
     #[error("{0}")]
     Failed(String),
+    /// The repository is damaged in a way that makes the operation unsafe (prune will not
+    /// delete anything while snapshots need data that is missing or damaged). Exit code 5.
+    #[error("{0}")]
+    Damaged(String),
     /// A local file system operation failed.
     #[error("{path}: {source}")]
     Io {
@@ -129,7 +133,7 @@ impl Error {
             Self::Invalid(_) => 2,
             Self::NotFound { .. } | Self::NotARepository { .. } => 3,
             Self::WrongPassword { .. } => 4,
-            Self::Corrupt { .. } => 5,
+            Self::Corrupt { .. } | Self::Damaged(_) => 5,
             Self::Storage { .. } => 6,
             Self::AlreadyExists { .. } => 7,
             _ => 1,

@@ -251,7 +251,6 @@ async fn prune_refuses_a_grace_below_the_minimum_unless_allowed() {
 type Hook = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Runs a hook once, right before the first snapshot is written through it.
-#[deny(clippy::missing_trait_methods)]
 struct BeforeSnapshotPut {
     inner: Arc<dyn Storage>,
     hook: Mutex<Option<Hook>>,
@@ -264,6 +263,7 @@ impl std::fmt::Debug for BeforeSnapshotPut {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl Storage for BeforeSnapshotPut {
     async fn put_new(&self, name: &str, bytes: Bytes) -> cairn::Result<PutOutcome> {
         if name.starts_with("snapshots/") {
@@ -294,5 +294,15 @@ impl Storage for BeforeSnapshotPut {
     }
     fn reads_inline(&self) -> bool {
         self.inner.reads_inline()
+    }
+
+    async fn remove_interrupted_writes(
+        &self,
+        prefix: &str,
+        min_age_secs: u64,
+    ) -> cairn::Result<u64> {
+        self.inner
+            .remove_interrupted_writes(prefix, min_age_secs)
+            .await
     }
 }

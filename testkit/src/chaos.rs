@@ -20,7 +20,6 @@ use rand::{Rng, SeedableRng};
 pub const KILLED: &str = "killed by the test";
 
 /// See the module documentation.
-#[deny(clippy::missing_trait_methods)]
 #[derive(Debug)]
 pub struct ChaosStorage {
     inner: Arc<dyn Storage>,
@@ -84,6 +83,7 @@ fn killed(op: &'static str, name: &str) -> Error {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl Storage for ChaosStorage {
     async fn put_new(&self, name: &str, bytes: Bytes) -> Result<PutOutcome> {
         if self.step("put", name).await? {
@@ -124,5 +124,12 @@ impl Storage for ChaosStorage {
 
     fn reads_inline(&self) -> bool {
         false
+    }
+
+    async fn remove_interrupted_writes(&self, prefix: &str, min_age_secs: u64) -> Result<u64> {
+        self.step("delete", prefix).await?;
+        self.inner
+            .remove_interrupted_writes(prefix, min_age_secs)
+            .await
     }
 }

@@ -32,8 +32,9 @@ use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::packer::{Packer, with_retries};
 use crate::progress::Progress;
-use crate::repo::{PRUNE, Repository, index_name, now, pack_name};
+use crate::repo::{DATA, INDEX, KEYS, PRUNE, Repository, SNAPSHOTS, index_name, now, pack_name};
 
+mod damage;
 mod guard;
 
 pub use guard::{CLOCK_MARGIN_SECS, Dependencies, save_snapshot_guarded, verify_dependencies};
@@ -66,6 +67,10 @@ pub struct PruneOptions {
     /// Accept a grace period below [`MIN_GRACE_SECS`] (tests, throw-away repositories).
     /// Default: false.
     pub allow_short_grace: bool,
+    /// Go ahead although snapshots need blobs that no stored, whole pack of the index holds
+    /// (missing or truncated packs, blobs in no index). Default: false: prune then refuses with
+    /// [`Error::Damaged`] before it deletes or condemns anything.
+    pub ignore_damage: bool,
 }
 
 impl Default for PruneOptions {
@@ -75,6 +80,7 @@ impl Default for PruneOptions {
             repack_below: 0.5,
             dry_run: false,
             allow_short_grace: false,
+            ignore_damage: false,
         }
     }
 }
@@ -104,6 +110,11 @@ pub struct PruneReport {
     pub new_plan: Option<IndexId>,
     /// Index files replaced.
     pub index_files_replaced: u64,
+    /// Files that interrupted writes left (a local directory's `<name>#<n>`), removed once an
+    /// hour old.
+    pub interrupted_writes_removed: u64,
+    /// Damage found and ignored ([`PruneOptions::ignore_damage`]), one line each.
+    pub damage_ignored: Vec<String>,
 }
 
 /// Every blob reachable from every snapshot (trees and data).
@@ -176,6 +187,14 @@ pub async fn prune(
 
     // Phase one: a new plan.
     let used = reachable(&repo, progress.as_ref()).await?;
+    if !options.dry_run {
+        for prefix in [DATA, INDEX, SNAPSHOTS, PRUNE, KEYS] {
+            report.interrupted_writes_removed += repo
+                .storage()
+                .remove_interrupted_writes(prefix, UNINDEXED_MIN_AGE_SECS)
+                .await?;
+        }
+    }
     let files = repo.read_index_files().await?;
     let superseded: HashSet<IndexId> = files
         .iter()
@@ -199,6 +218,8 @@ pub async fn prune(
         .into_iter()
         .map(|(id, o)| (id, (o.size, o.modified)))
         .collect();
+    let listed: HashMap<PackId, u64> = sizes.iter().map(|(p, (s, _))| (*p, *s)).collect();
+    refuse_damage(&damage::find(&used, &packs, &listed), options, &mut report)?;
     let already: HashSet<PackId> = pending.clone();
     let mut condemned: Vec<PackId> = Vec::new();
     let mut to_repack: Vec<(PackId, Vec<PackEntry>)> = Vec::new();
@@ -364,6 +385,17 @@ async fn execute(
         .into_iter()
         .map(|(id, o)| (id, o.size))
         .collect();
+    let mut live: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
+    for (id, f) in &files {
+        if !superseded_files.contains(id) {
+            for p in &f.packs {
+                live.entry(p.id)
+                    .or_default()
+                    .extend(p.blobs.iter().copied());
+            }
+        }
+    }
+    refuse_damage(&damage::find(&used, &live, &sizes), options, report)?;
     let mut delete: Vec<PackId> = Vec::new();
     for pack in &condemned {
         let needed = in_condemned.get(pack).is_some_and(|blobs| {
@@ -429,6 +461,26 @@ async fn execute(
     for (id, _) in due {
         repo.storage().delete(&format!("{PRUNE}/{id}")).await?;
         report.plans_executed += 1;
+    }
+    Ok(())
+}
+
+/// Refuses (unless told to go ahead) when `problems` is not empty.
+fn refuse_damage(
+    problems: &[String],
+    options: &PruneOptions,
+    report: &mut PruneReport,
+) -> Result<()> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    if !options.ignore_damage {
+        return Err(Error::Damaged(damage::refusal(problems)));
+    }
+    for p in problems {
+        if !report.damage_ignored.contains(p) {
+            report.damage_ignored.push(p.clone());
+        }
     }
     Ok(())
 }

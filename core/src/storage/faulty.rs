@@ -18,7 +18,6 @@ use crate::error::{Error, Result};
 /// Failures happen *before* the call reaches the inner store, except for `put_new` where a
 /// failure may also be injected *after* the object was written (the client lost the answer),
 /// the hardest case for a writer.
-#[deny(clippy::missing_trait_methods)]
 #[derive(Debug)]
 pub struct FaultyStorage {
     inner: Arc<dyn Storage>,
@@ -57,6 +56,7 @@ impl FaultyStorage {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl Storage for FaultyStorage {
     async fn put_new(&self, name: &str, bytes: Bytes) -> Result<PutOutcome> {
         self.fault("put", name)?;
@@ -93,6 +93,17 @@ impl Storage for FaultyStorage {
     fn location(&self) -> String {
         format!("faulty({})", self.inner.location())
     }
+
+    fn reads_inline(&self) -> bool {
+        self.inner.reads_inline()
+    }
+
+    async fn remove_interrupted_writes(&self, prefix: &str, min_age_secs: u64) -> Result<u64> {
+        self.fault("delete", prefix)?;
+        self.inner
+            .remove_interrupted_writes(prefix, min_age_secs)
+            .await
+    }
 }
 
 /// Call and byte counts of a [`CountingStorage`].
@@ -115,7 +126,6 @@ pub struct StorageCounts {
 }
 
 /// Counts calls and bytes, for tests and benchmarks.
-#[deny(clippy::missing_trait_methods)]
 #[derive(Debug)]
 pub struct CountingStorage {
     inner: Arc<dyn Storage>,
@@ -158,6 +168,7 @@ impl CountingStorage {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl Storage for CountingStorage {
     async fn put_new(&self, name: &str, bytes: Bytes) -> Result<PutOutcome> {
         self.puts.fetch_add(1, Ordering::Relaxed);
@@ -204,5 +215,11 @@ impl Storage for CountingStorage {
 
     fn reads_inline(&self) -> bool {
         self.inner.reads_inline()
+    }
+
+    async fn remove_interrupted_writes(&self, prefix: &str, min_age_secs: u64) -> Result<u64> {
+        self.inner
+            .remove_interrupted_writes(prefix, min_age_secs)
+            .await
     }
 }

@@ -6,6 +6,7 @@
 
 mod faulty;
 mod object;
+mod staged;
 mod url;
 
 use std::fmt::Debug;
@@ -90,5 +91,13 @@ pub trait Storage: Send + Sync + Debug + 'static {
     /// hand-off per read. False unless a store says otherwise.
     fn reads_inline(&self) -> bool {
         false
+    }
+
+    /// Removes what interrupted writes left under `prefix` and that listings do not show (a
+    /// local directory's staged `<name>#<n>` files), once at least `min_age_secs` old; returns
+    /// how many were removed. Stores that leave nothing of the kind return 0. Prune calls it.
+    async fn remove_interrupted_writes(&self, prefix: &str, min_age_secs: u64) -> Result<u64> {
+        let _ = (prefix, min_age_secs);
+        Ok(0)
     }
 }

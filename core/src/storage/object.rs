@@ -347,6 +347,22 @@ impl Storage for ObjectStorage {
     fn reads_inline(&self) -> bool {
         self.local_root.is_some()
     }
+
+    async fn remove_interrupted_writes(&self, prefix: &str, min_age_secs: u64) -> Result<u64> {
+        let Some(root) = self.local_root.as_ref().filter(|_| plain_name(prefix)) else {
+            return Ok(0);
+        };
+        let dir = root.join(prefix);
+        let age = std::time::Duration::from_secs(min_age_secs);
+        blocking(move || super::staged::remove_stale(&dir, age))
+            .await
+            .map_err(|e| Error::Storage {
+                op: "delete",
+                object: format!("{prefix}/*#*"),
+                transient: false,
+                message: e.to_string(),
+            })
+    }
 }
 
 /// Whether `name` is a plain relative path (segments of `[A-Za-z0-9._-]`, no `.` or `..`), which

@@ -669,7 +669,9 @@ pub(crate) async fn prune(
                 "bytes_freed": r.bytes_freed, "packs_spared": r.packs_spared, "packs_condemned": r.packs_condemned,
                 "bytes_to_free": r.bytes_to_free, "packs_repacked": r.packs_repacked, "bytes_repacked": r.bytes_repacked,
                 "unused_blobs": r.unused_blobs, "new_plan": r.new_plan.map(|p| p.to_hex()),
-                "index_files_replaced": r.index_files_replaced})
+                "index_files_replaced": r.index_files_replaced,
+                "interrupted_writes_removed": r.interrupted_writes_removed,
+                "damage_ignored": r.damage_ignored})
         );
     } else {
         let verb = if o.dry_run { "would" } else { "did" };
@@ -688,6 +690,15 @@ pub(crate) async fn prune(
             bytes(r.bytes_repacked),
             r.unused_blobs
         );
+        if r.interrupted_writes_removed > 0 {
+            println!(
+                "removed {} file(s) left by interrupted writes",
+                r.interrupted_writes_removed
+            );
+        }
+        for d in &r.damage_ignored {
+            eprintln!("warning: damage ignored (--ignore-damage): {d}");
+        }
     }
     Ok(())
 }

@@ -210,6 +210,10 @@ data, or files that could not be created); they are listed, the rest is restored
         /// backups may then be refused.
         #[arg(long)]
         allow_short_grace: bool,
+        /// Go ahead although snapshots need data that is missing or damaged (by default prune
+        /// then deletes nothing and exits 5).
+        #[arg(long)]
+        ignore_damage: bool,
         /// Repack packs whose used share is below this fraction.
         #[arg(long, default_value_t = 0.5)]
         repack_below: f64,
@@ -544,6 +548,7 @@ async fn run(cli: Cli) -> cairn::Result<u8> {
         Command::Prune {
             grace,
             allow_short_grace,
+            ignore_damage,
             repack_below,
             dry_run,
         } => {
@@ -552,6 +557,7 @@ async fn run(cli: Cli) -> cairn::Result<u8> {
             o.repack_below = repack_below.clamp(0.0, 1.0);
             o.dry_run = *dry_run;
             o.allow_short_grace = *allow_short_grace;
+            o.ignore_damage = *ignore_damage;
             commands::prune(&repo, &o, g.json).await.map(|()| 0)
         }
         Command::Repair(RepairCommand::Index) => {
