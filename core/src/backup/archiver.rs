@@ -110,7 +110,7 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    fn warn(&self, path: &Path, msg: String) {
+    pub(crate) fn warn(&self, path: &Path, msg: String) {
         self.counters.errors.fetch_add(1, Ordering::Relaxed);
         self.progress.warn(path, &msg);
         if let Ok(mut w) = self.warnings.lock() {
@@ -461,36 +461,6 @@ impl Ctx {
         })
     }
 
-    fn file_content(
-        &self,
-        path: &Path,
-        node: &Node,
-        fixed: Option<usize>,
-        parent: Option<&Node>,
-    ) -> std::io::Result<Result<Content>> {
-        let key = (node.device, node.inode);
-        if node.links > 1 {
-            if let Some(c) = self
-                .hardlinks
-                .lock()
-                .ok()
-                .and_then(|m| m.get(&key).cloned())
-            {
-                if c.size == node.size {
-                    return Ok(Ok(Content { size: 0, ..c }));
-                }
-            }
-        }
-        let mut f = std::fs::File::open(path)?;
-        let out = self.store_stream(&mut f, fixed, Some(node.size), parent);
-        if let (Ok(c), true) = (&out, node.links > 1) {
-            if let Ok(mut m) = self.hardlinks.lock() {
-                m.insert(key, c.clone());
-            }
-        }
-        Ok(out)
-    }
-
     /// Backs up one file-system entry; `old` is the node of the same name in the parent snapshot.
     /// Returns `None` when the entry is excluded or unreadable (a warning is recorded).
     pub(crate) fn entry(
@@ -546,13 +516,12 @@ impl Ctx {
                     }
                     _ => {
                         let parent = old.filter(|o| o.kind == NodeKind::File);
-                        match self.file_content(path, &node, fixed, parent) {
+                        match self.file_content(path, &mut node, fixed, parent) {
                             Ok(Ok(Content { ids, deltas, size })) => {
                                 node.content = ids;
                                 node.deltas = deltas;
                                 if size != node.size && size != 0 {
-                                    // The file changed while it was read: keep what was read.
-                                    self.progress.warn(path, "file changed while being read");
+                                    // Changed while read (see `file_content`): what was read.
                                     node.size = size;
                                 }
                             }

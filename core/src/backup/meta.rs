@@ -110,6 +110,36 @@ pub(crate) fn node_from(
     Ok(node)
 }
 
+/// Sets the fields of a file node that tell whether it changed (times, size, inode, owner,
+/// mode) from a newer stat of the same file.
+pub(crate) fn refresh(node: &mut Node, md: &std::fs::Metadata, atime: bool) {
+    node.mode = md.mode() & 0o7777;
+    node.uid = md.uid();
+    node.gid = md.gid();
+    node.mtime = ts(md.mtime(), md.mtime_nsec());
+    node.ctime = ts(md.ctime(), md.ctime_nsec());
+    node.atime = if atime {
+        ts(md.atime(), md.atime_nsec())
+    } else {
+        node.mtime
+    };
+    node.size = md.size();
+    node.inode = md.ino();
+    node.links = md.nlink();
+    node.device = md.dev();
+}
+
+/// True when two stats of a file show the same version of it: same size, modification and
+/// change time, and inode.
+pub(crate) fn same_version(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    a.size() == b.size()
+        && a.mtime() == b.mtime()
+        && a.mtime_nsec() == b.mtime_nsec()
+        && a.ctime() == b.ctime()
+        && a.ctime_nsec() == b.ctime_nsec()
+        && a.ino() == b.ino()
+}
+
 fn read_xattrs(path: &Path) -> Vec<Xattr> {
     use std::os::unix::ffi::OsStrExt;
     let Ok(names) = xattr::list(path) else {

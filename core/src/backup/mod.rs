@@ -26,6 +26,7 @@
 
 mod archiver;
 mod exclude;
+mod file;
 mod meta;
 mod session;
 
