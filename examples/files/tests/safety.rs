@@ -76,6 +76,20 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// `backup` of a shell command's output, stored as `d.bin`.
+fn stream_backup(script: &str) -> [&str; 8] {
+    [
+        "backup",
+        "--stdin-from-command",
+        "--stdin-filename",
+        "d.bin",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]
+}
+
 #[test]
 fn grace_below_the_minimum_is_a_usage_error_unless_allowed() {
     let env = Env::new();
@@ -111,16 +125,7 @@ fn slow_backup_beside_forget_and_prune_fails_and_saves_nothing() {
     let d2 = env.file("D2", 500_000, 2);
     let cat = |p: &Path| format!("cat {}", p.display());
     for d in [&d1, &d2] {
-        env.ok(&[
-            "backup",
-            "--stdin-from-command",
-            "--stdin-filename",
-            "d.bin",
-            "--",
-            "sh",
-            "-c",
-            &cat(d),
-        ]);
+        env.ok(&stream_backup(&cat(d)));
     }
     let gate = env.dir.path().join("gate");
     // The slow backup reads D1, then waits for the gate file before its command ends.
@@ -130,16 +135,7 @@ fn slow_backup_beside_forget_and_prune_fails_and_saves_nothing() {
         gate.display()
     );
     let slow = env
-        .cmd(&[
-            "backup",
-            "--stdin-from-command",
-            "--stdin-filename",
-            "d.bin",
-            "--",
-            "sh",
-            "-c",
-            &slow_cmd,
-        ])
+        .cmd(&stream_backup(&slow_cmd))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -163,16 +159,7 @@ fn slow_backup_beside_forget_and_prune_fails_and_saves_nothing() {
     assert_eq!(v.as_array().map(Vec::len), Some(1), "{listed}");
     env.ok(&["check", "--read-data"]);
     // The next backup stores D1 again and restores byte for byte.
-    env.ok(&[
-        "backup",
-        "--stdin-from-command",
-        "--stdin-filename",
-        "d.bin",
-        "--",
-        "sh",
-        "-c",
-        &cat(&d1),
-    ]);
+    env.ok(&stream_backup(&cat(&d1)));
     env.ok(&["check", "--read-data"]);
     let out = env.run(&["dump", "latest", "d.bin"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
