@@ -3,6 +3,10 @@
 //! each seed; after a seeded number of calls the store "dies": every later call fails, as if
 //! the process had been killed at that point. A `put_new` at the kill point may land before
 //! the failure (the answer was lost).
+//!
+//! A store can also **pause** at a seeded call: that call and every later one wait until the
+//! test resumes the store (or kills it there), so the actor using it stands still at a known
+//! point while other actors run; the schedule then depends on the seed alone.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -19,6 +23,15 @@ use rand::{Rng, SeedableRng};
 /// The message of the errors a dead [`ChaosStorage`] returns.
 pub const KILLED: &str = "killed by the test";
 
+/// Where a [`ChaosStorage`] pauses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PausePoint {
+    /// At call number `n` (from 0).
+    Call(u64),
+    /// At the first write of an object whose name starts with this (`snapshots/`, `data/`).
+    Put(&'static str),
+}
+
 /// See the module documentation.
 #[derive(Debug)]
 pub struct ChaosStorage {
@@ -26,6 +39,10 @@ pub struct ChaosStorage {
     rng: Mutex<StdRng>,
     calls: AtomicU64,
     kill_after: Option<u64>,
+    pause_at: Option<PausePoint>,
+    reached: tokio::sync::watch::Sender<bool>,
+    resumed: tokio::sync::Semaphore,
+    killed_at_pause: std::sync::atomic::AtomicBool,
 }
 
 impl ChaosStorage {
@@ -36,19 +53,65 @@ impl ChaosStorage {
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             calls: AtomicU64::new(0),
             kill_after,
+            pause_at: None,
+            reached: tokio::sync::watch::channel(false).0,
+            resumed: tokio::sync::Semaphore::new(0),
+            killed_at_pause: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Like [`ChaosStorage::new`] without a kill point, pausing at `at`: that call and every
+    /// later one wait for [`ChaosStorage::resume`].
+    pub fn pausing(inner: Arc<dyn Storage>, seed: u64, at: PausePoint) -> Self {
+        Self {
+            pause_at: Some(at),
+            ..Self::new(inner, seed, None)
+        }
+    }
+
+    /// Waits until a call has reached the pause point (forever if none does: race it with the
+    /// actor's end).
+    pub async fn paused(&self) {
+        let mut rx = self.reached.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
+    }
+
+    /// Lets the calls waiting at the pause point (and later ones) go on, or, with `kill`, fail
+    /// them and every later call, as if the process had died there.
+    pub fn resume(&self, kill: bool) {
+        if kill {
+            self.killed_at_pause.store(true, Ordering::SeqCst);
+        }
+        self.resumed
+            .add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
     }
 
     /// True once the store has died.
     pub fn killed(&self) -> bool {
-        self.kill_after
-            .is_some_and(|k| self.calls.load(Ordering::SeqCst) > k)
+        self.killed_at_pause.load(Ordering::SeqCst)
+            || self
+                .kill_after
+                .is_some_and(|k| self.calls.load(Ordering::SeqCst) > k)
     }
 
     /// Yields and maybe sleeps; then `Ok(true)` to go on, `Ok(false)` when this call is the kill
     /// point of a `put_new` that lands anyway, or the kill error.
     async fn step(&self, op: &'static str, name: &str) -> Result<bool> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        let pause = match self.pause_at {
+            None => false,
+            Some(_) if *self.reached.borrow() => true,
+            Some(PausePoint::Call(k)) => n >= k,
+            Some(PausePoint::Put(prefix)) => op == "put" && name.starts_with(prefix),
+        };
+        if pause {
+            self.reached.send_replace(true);
+            // Permits are added once, in bulk, and never taken back.
+            drop(self.resumed.acquire().await);
+            if self.killed_at_pause.load(Ordering::SeqCst) {
+                return Err(killed(op, name));
+            }
+        }
         let (yields, sleep_us, land) = {
             let mut rng = self.rng.lock().unwrap();
             let yields = rng.gen_range(0..4u32);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 mod chaos;
 
-pub use chaos::{ChaosStorage, KILLED};
+pub use chaos::{ChaosStorage, KILLED, PausePoint};
 
 use cairn::format::{BlobId, KdfParams, Node};
 use cairn::{
