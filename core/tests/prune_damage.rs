@@ -147,3 +147,48 @@ async fn prune_removes_stale_staged_files() {
     assert_eq!(r.interrupted_writes_removed, 0);
     assert!(young.exists());
 }
+
+/// A damaged prune plan blocks no backup (no prune ever executes it); prune refuses until told,
+/// then deletes it unexecuted and plans anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_plan_blocks_no_backup_and_prune_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = init_repo(dir.path(), small_options(256 * 1024, 64 * 1024)).await;
+    let old = stream_backup(&repo, noise(600_000, 5), "old.bin").await;
+    stream_backup(&repo, noise(600_000, 6), "new.bin").await;
+    repo.storage()
+        .delete(&cairn::repo::snapshot_name(&old.id))
+        .await
+        .unwrap();
+    let planned = prune(&repo, &short_grace(), Arc::new(NoProgress))
+        .await
+        .unwrap();
+    let plan = planned.new_plan.unwrap();
+    let path = dir.path().join("repo/prune").join(plan.to_hex());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x20;
+    std::fs::write(&path, bytes).unwrap();
+
+    // Backups go on, deduplicating as before (only the new root tree is stored).
+    let again = stream_backup(&repo, noise(600_000, 5), "old.bin").await;
+    assert!(again.packer.plain_bytes < 10_000, "{:?}", again.packer);
+
+    let r = prune(&repo, &short_grace(), Arc::new(NoProgress)).await;
+    let Err(e) = r else {
+        panic!("prune must refuse, got {r:?}")
+    };
+    assert!(matches!(e, Error::Damaged(_)), "{e:?}");
+    assert!(e.to_string().contains(&plan.to_hex()), "{e}");
+    assert!(path.exists());
+
+    let mut o = short_grace();
+    o.ignore_damage = true;
+    let r = prune(&repo, &o, Arc::new(NoProgress)).await.unwrap();
+    assert_eq!(
+        r.plans_executed, 0,
+        "a damaged plan is never executed: {r:?}"
+    );
+    assert!(!path.exists(), "the damaged plan is deleted");
+    cairn_testkit::assert_clean(&repo).await;
+}

@@ -91,7 +91,8 @@ pub async fn save_snapshot_guarded(
 /// Fails when prune deleted a pack of `deps`, or a plan that is due condemns one.
 pub async fn verify_dependencies(repo: &Repository, deps: &Dependencies) -> Result<()> {
     let now_secs = now().secs;
-    for (id, plan) in repo.prune_plans().await? {
+    // A damaged plan is never executed (see `Repository::prune_plans_checked`).
+    for (id, plan) in repo.prune_plans_checked().await?.0 {
         let due = plan
             .created
             .secs

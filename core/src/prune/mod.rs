@@ -162,7 +162,20 @@ pub async fn prune(
     }
     let mut report = PruneReport::default();
     let now_secs = now().secs;
-    let plans = repo.prune_plans().await?;
+    let (plans, damaged_plans) = repo.prune_plans_checked().await?;
+    if !damaged_plans.is_empty() {
+        let problems: Vec<String> = damaged_plans
+            .iter()
+            .map(|(name, e)| format!("{name}: damaged plan ({e}); never executed"))
+            .collect();
+        refuse_damage(&problems, options, &mut report)?;
+        if !options.dry_run {
+            // Going ahead: its packs are condemned again by a later plan if still unused.
+            for (name, _) in &damaged_plans {
+                repo.storage().delete(name).await?;
+            }
+        }
+    }
     let due: Vec<(IndexId, PrunePlan)> = plans
         .iter()
         .filter(|(_, p)| {

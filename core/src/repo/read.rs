@@ -14,6 +14,13 @@ use crate::error::{Error, Result};
 use crate::index::{BlobLocation, Index};
 use crate::storage::PutOutcome;
 
+/// What [`Repository::prune_plans_checked`] returns: the plans read, and the damaged ones by
+/// object name with their error.
+pub type PlansChecked = (
+    Vec<(IndexId, cairn_format::PrunePlan)>,
+    Vec<(String, Error)>,
+);
+
 /// How many objects are fetched at once when loading many (index files, snapshots).
 const FETCH_CONCURRENCY: usize = 16;
 
@@ -81,10 +88,22 @@ impl Repository {
         ))
     }
 
-    /// Every prune plan, with its id.
+    /// Every prune plan, with its id. Fails on a plan that cannot be read (naming it).
     pub async fn prune_plans(&self) -> Result<Vec<(IndexId, cairn_format::PrunePlan)>> {
+        let (plans, mut damaged) = self.prune_plans_checked().await?;
+        match damaged.pop() {
+            Some((_, e)) => Err(e),
+            None => Ok(plans),
+        }
+    }
+
+    /// Every prune plan that can be read, and the name and error of each one that cannot. No
+    /// prune executes a damaged plan (prune refuses to run while one exists, and with
+    /// `ignore_damage` deletes it unexecuted), so backups may ignore damaged plans.
+    pub async fn prune_plans_checked(&self) -> Result<PlansChecked> {
         let listed = self.storage.list(PRUNE).await?;
         let mut out = Vec::new();
+        let mut damaged = Vec::new();
         for o in listed {
             let Some(id) = id_of::<IndexId>(&o.name) else {
                 continue;
@@ -95,18 +114,21 @@ impl Repository {
                 Err(Error::NotFound { .. }) => continue,
                 Err(e) => return Err(e),
             };
-            let plan = cairn_format::PrunePlan::open(&self.key, id.as_bytes(), &bytes)
-                .map_err(|e| Error::format(o.name.clone(), e))?;
-            out.push((id, plan));
+            match cairn_format::PrunePlan::open(&self.key, id.as_bytes(), &bytes) {
+                Ok(plan) => out.push((id, plan)),
+                Err(e) => damaged.push((o.name.clone(), Error::format(o.name.clone(), e))),
+            }
         }
-        Ok(out)
+        Ok((out, damaged))
     }
 
-    /// Packs condemned by any prune plan.
+    /// Packs condemned by any prune plan that can be read (see
+    /// [`Repository::prune_plans_checked`] for why damaged plans are ignored here).
     pub async fn condemned_packs(&self) -> Result<std::collections::HashSet<PackId>> {
         Ok(self
-            .prune_plans()
+            .prune_plans_checked()
             .await?
+            .0
             .into_iter()
             .flat_map(|(_, p)| p.condemned)
             .collect())
