@@ -192,3 +192,57 @@ async fn damaged_plan_blocks_no_backup_and_prune_names_it() {
     assert!(!path.exists(), "the damaged plan is deleted");
     cairn_testkit::assert_clean(&repo).await;
 }
+
+/// A damaged index file blocks no backup (what only it lists is stored again), a read that
+/// needs it names it, prune refuses, and `repair index` brings everything back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_index_file_blocks_no_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = init_repo(dir.path(), small_options(256 * 1024, 64 * 1024)).await;
+    let first = stream_backup(&repo, noise(400_000, 7), "a.bin").await;
+    let files: Vec<PathBuf> = std::fs::read_dir(dir.path().join("repo/index"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1);
+    let mut bytes = std::fs::read(&files[0]).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&files[0], bytes).unwrap();
+
+    let name = files[0].file_name().unwrap().to_str().unwrap().to_owned();
+    let fresh = Repository::open(repo.storage().clone(), cairn_testkit::PASSWORD)
+        .await
+        .unwrap();
+    let r = cairn::dump(&fresh, &first.snapshot, "a.bin", &mut std::io::sink()).await;
+    assert!(
+        matches!(&r, Err(e) if e.to_string().contains(&name)),
+        "a read that needs the damaged index file names it: {r:?}"
+    );
+    let fresh = Repository::open(repo.storage().clone(), cairn_testkit::PASSWORD)
+        .await
+        .unwrap();
+    let second = stream_backup(&fresh, noise(400_000, 7), "a.bin").await;
+    assert!(
+        second.packer.plain_bytes >= 400_000,
+        "stored again: {:?}",
+        second.packer
+    );
+    let r = prune(&fresh, &short_grace(), Arc::new(NoProgress)).await;
+    assert!(
+        matches!(&r, Err(e) if e.exit_code() == 5 && e.to_string().contains(&name)),
+        "{r:?}"
+    );
+    cairn::check::repair::repair_index(&fresh, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    let repaired = Repository::open(repo.storage().clone(), cairn_testkit::PASSWORD)
+        .await
+        .unwrap();
+    cairn_testkit::assert_clean(&repaired).await;
+    let node = resolve(&repaired, first.snapshot.tree, Path::new("a.bin")).await;
+    assert_eq!(
+        cairn_testkit::read_node(&repaired, &node).await,
+        noise(400_000, 7)
+    );
+}

@@ -61,6 +61,7 @@ pub struct Index {
     sorted: Vec<Entry>,
     recent: HashMap<BlobId, Entry>,
     files: HashSet<IndexId>,
+    damaged: Vec<String>,
 }
 
 impl Index {
@@ -142,6 +143,16 @@ impl Index {
             self.sorted.extend(self.recent.drain().map(|(_, e)| e));
             self.sorted.sort_unstable_by_key(|e| e.id);
         }
+    }
+
+    /// Records index files that could not be read (left out of this index).
+    pub fn note_damaged(&mut self, names: impl IntoIterator<Item = String>) {
+        self.damaged.extend(names);
+    }
+
+    /// Index files that could not be read when this index was loaded, by object name.
+    pub fn damaged_files(&self) -> &[String] {
+        &self.damaged
     }
 
     /// Records that an index file is known (loaded or written by this process).

@@ -154,8 +154,11 @@ async fn index_rewritten(repo: &Repository, known: &HashSet<IndexId>) -> Result<
         .map(|id| async move {
             match repo.read_index_file(&id).await {
                 Ok(f) => Ok(!f.supersedes.is_empty()),
-                // Deleted since the listing: only an execution deletes index files.
-                Err(Error::NotFound { .. }) => Ok(true),
+                // Deleted since the listing: only an execution deletes index files. One that
+                // cannot be read might supersede others: look at the packs.
+                Err(Error::NotFound { .. } | Error::Corrupt { .. } | Error::Unsupported(_)) => {
+                    Ok(true)
+                }
                 Err(e) => Err(e),
             }
         })

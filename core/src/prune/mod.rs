@@ -117,21 +117,33 @@ pub struct PruneReport {
     pub damage_ignored: Vec<String>,
 }
 
-/// Every blob reachable from every snapshot (trees and data).
-async fn reachable(repo: &Repository, progress: &dyn Progress) -> Result<HashSet<BlobId>> {
+/// Every blob reachable from every snapshot (trees and data), and the damage met on the way
+/// (trees that cannot be read: what they reach is unknown).
+async fn reachable(
+    repo: &Repository,
+    progress: &dyn Progress,
+) -> Result<(HashSet<BlobId>, Vec<String>)> {
     // Snapshots first, then a fresh index: every snapshot's index files were written before
     // the snapshot, so the index loaded after the listing covers all of them.
     let snapshots = repo.list_snapshots().await?;
     let repo = repo.with_storage(repo.storage().clone());
     progress.start("prune: find used data", Some(snapshots.len() as u64), None);
     let mut used: HashSet<BlobId> = HashSet::new();
-    for (_, s) in snapshots {
+    let mut problems = Vec::new();
+    for (id, s) in snapshots {
         let mut stack = vec![s.tree];
         while let Some(t) = stack.pop() {
             if !used.insert(t) {
                 continue;
             }
-            let tree = repo.read_tree(&t).await?;
+            let tree = match repo.read_tree(&t).await {
+                Ok(tree) => tree,
+                Err(e @ (Error::NotFound { .. } | Error::Corrupt { .. })) => {
+                    problems.push(format!("snapshot {}: tree {}: {e}", id.short(), t.short()));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             for n in tree.nodes {
                 if n.kind == NodeKind::Dir {
                     stack.extend(n.subtree);
@@ -143,7 +155,7 @@ async fn reachable(repo: &Repository, progress: &dyn Progress) -> Result<HashSet
         progress.items_done(1);
     }
     progress.finish("prune: find used data");
-    Ok(used)
+    Ok((used, problems))
 }
 
 /// Runs prune: executes plans whose grace has passed, then writes a new plan.
@@ -199,7 +211,8 @@ pub async fn prune(
     }
 
     // Phase one: a new plan.
-    let used = reachable(&repo, progress.as_ref()).await?;
+    let (used, unreadable) = reachable(&repo, progress.as_ref()).await?;
+    refuse_damage(&unreadable, options, &mut report)?;
     if !options.dry_run {
         for prefix in [DATA, INDEX, SNAPSHOTS, PRUNE, KEYS] {
             report.interrupted_writes_removed += repo
@@ -365,7 +378,8 @@ async fn execute(
     report: &mut PruneReport,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let used = reachable(repo, progress).await?;
+    let (used, unreadable) = reachable(repo, progress).await?;
+    refuse_damage(&unreadable, options, report)?;
     let files = repo.read_index_files().await?;
     let condemned: HashSet<PackId> = due
         .iter()

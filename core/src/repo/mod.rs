@@ -17,7 +17,7 @@ use rand_core::OsRng;
 pub use keyfile::read_key_file;
 pub use keys::KeyInfo;
 pub(crate) use read::rebuild_block;
-pub use read::{PlansChecked, index_name, pack_name, snapshot_name};
+pub use read::{IndexFilesChecked, PlansChecked, index_name, pack_name, snapshot_name};
 
 use crate::error::{Error, Result};
 use crate::index::Index;

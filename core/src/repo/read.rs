@@ -21,6 +21,10 @@ pub type PlansChecked = (
     Vec<(String, Error)>,
 );
 
+/// What [`Repository::read_index_files_checked`] returns: the index files read, and the
+/// damaged ones with their error.
+pub type IndexFilesChecked = (Vec<(IndexId, IndexFile)>, Vec<(IndexId, Error)>);
+
 /// How many objects are fetched at once when loading many (index files, snapshots).
 const FETCH_CONCURRENCY: usize = 16;
 
@@ -68,24 +72,26 @@ impl Repository {
 
     /// Loads every index file into a fresh [`Index`]. Blobs also found outside packs condemned
     /// by a prune plan are located there.
+    /// Index files that cannot be read are left out (their blobs cannot be located; a reader
+    /// that misses one names them, see [`Index::damaged_files`]).
     pub async fn load_index(&self) -> Result<Index> {
         let condemned = self.condemned_packs().await?;
-        Ok(Index::from_files_with(
-            self.read_index_files().await?,
-            &condemned,
-            false,
-        ))
+        let (files, damaged) = self.read_index_files_checked().await?;
+        let mut index = Index::from_files_with(files, &condemned, false);
+        index.note_damaged(damaged.into_iter().map(|(id, _)| index_name(&id)));
+        Ok(index)
     }
 
     /// The index a backup deduplicates against: blobs only in condemned packs are left out, so
     /// a backup never comes to depend on a pack that prune is going to delete.
+    /// Index files that cannot be read are left out: the backup stores again what only they
+    /// list, so one damaged index file blocks no backup.
     pub async fn load_index_for_backup(&self) -> Result<Index> {
         let condemned = self.condemned_packs().await?;
-        Ok(Index::from_files_with(
-            self.read_index_files().await?,
-            &condemned,
-            true,
-        ))
+        let (files, damaged) = self.read_index_files_checked().await?;
+        let mut index = Index::from_files_with(files, &condemned, true);
+        index.note_damaged(damaged.into_iter().map(|(id, _)| index_name(&id)));
+        Ok(index)
     }
 
     /// Every prune plan, with its id. Fails on a plan that cannot be read (naming it).
@@ -138,6 +144,17 @@ impl Repository {
     /// execution after it wrote the file that supersedes it (SPEC §11.3): the index is listed
     /// again (a few times at most) rather than reported missing.
     pub async fn read_index_files(&self) -> Result<Vec<(IndexId, IndexFile)>> {
+        let (files, mut damaged) = self.read_index_files_checked().await?;
+        match damaged.pop() {
+            Some((_, e)) => Err(e),
+            None => Ok(files),
+        }
+    }
+
+    /// [`Repository::read_index_files`], with the index files that cannot be read (damaged,
+    /// or of a newer format) apart, each with its error.
+    pub async fn read_index_files_checked(&self) -> Result<IndexFilesChecked> {
+        let mut damaged: Vec<(IndexId, Error)> = Vec::new();
         let mut read: std::collections::HashMap<IndexId, IndexFile> = Default::default();
         let mut attempt = 0;
         loop {
@@ -155,17 +172,21 @@ impl Repository {
                 .collect()
                 .await;
             let mut vanished = None;
+            damaged.clear();
             for (id, r) in fetched {
                 match r {
                     Ok(f) => {
                         read.insert(id, f);
                     }
                     Err(e @ Error::NotFound { .. }) => vanished = Some(e),
+                    Err(e @ (Error::Corrupt { .. } | Error::Unsupported(_))) => {
+                        damaged.push((id, e));
+                    }
                     Err(e) => return Err(e),
                 }
             }
             match vanished {
-                None => return Ok(read.into_iter().collect()),
+                None => return Ok((read.into_iter().collect(), damaged)),
                 Some(e) if attempt >= 4 => return Err(e),
                 Some(_) => attempt += 1,
             }
@@ -198,8 +219,21 @@ impl Repository {
             .read()
             .map_err(|_| Error::Invalid("index lock poisoned".into()))?
             .get(id);
-        found.ok_or_else(|| Error::NotFound {
-            object: format!("blob {id} (not in any index)"),
+        found.ok_or_else(|| {
+            let damaged = index
+                .read()
+                .map(|i| i.damaged_files().to_vec())
+                .unwrap_or_default();
+            Error::NotFound {
+                object: match damaged.first() {
+                    None => format!("blob {id} (not in any index)"),
+                    Some(first) => format!(
+                        "blob {id} (not in any index that could be read; {} index file(s) are \
+                         damaged, first {first}: run `check`, then `repair index`)",
+                        damaged.len()
+                    ),
+                },
+            }
         })
     }
 
