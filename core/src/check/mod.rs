@@ -6,6 +6,7 @@
 //! keyed hash of its bytes, its header must match the index, and every blob must open
 //! (authenticate, decompress, hash to its id).
 
+mod objects;
 pub mod repair;
 
 use std::collections::{HashMap, HashSet};
@@ -81,10 +82,13 @@ impl CheckReport {
     }
 
     fn problem(&mut self, object: impl Into<String>, message: impl Into<String>) {
-        self.problems.push(Problem {
-            object: object.into(),
-            message: message.into(),
-        });
+        let object = object.into();
+        let mut message = message.into();
+        // Errors name their object; the problem already does.
+        if let Some(rest) = message.strip_prefix(&format!("{object}: ")) {
+            message = rest.to_owned();
+        }
+        self.problems.push(Problem { object, message });
     }
 }
 
@@ -102,7 +106,8 @@ pub async fn check(
         .map(|(id, o)| (id, o.size))
         .collect();
     report.packs = sizes.len() as u64;
-    let index = repo.load_index().await?;
+    objects::check_keys(repo, &mut report).await?;
+    let index = objects::load_index(repo, &mut report).await?;
     report.blobs = index.len() as u64;
 
     // Index entries point into existing packs.
@@ -145,8 +150,11 @@ pub async fn check(
     report.unindexed_packs = unindexed;
 
     // Snapshots reach only indexed blobs.
-    let snapshots = repo.list_snapshots().await?;
-    report.snapshots = snapshots.len() as u64;
+    let (snapshots, damaged) = repo.list_snapshots_checked().await?;
+    report.snapshots = (snapshots.len() + damaged.len()) as u64;
+    for d in damaged {
+        report.problem(d.object, d.error);
+    }
     progress.start("check trees", Some(snapshots.len() as u64), None);
     let mut seen_trees: HashSet<BlobId> = HashSet::new();
     for (sid, snap) in &snapshots {

@@ -7,6 +7,7 @@
 //! failure, 7 already exists, 8 backup written but some files could not be read.
 
 mod commands;
+mod listing;
 mod progress;
 mod text;
 
@@ -225,8 +226,13 @@ data, or files that could not be created); they are listed, the rest is restored
         #[arg(long = "remove")]
         remove: Vec<String>,
     },
-    /// Forget snapshots by retention policy (data is freed later by prune).
+    /// Forget snapshots by retention policy, or the snapshots named by id, readable or not
+    /// (data is freed later by prune).
     Forget {
+        /// Snapshots to forget (full id or unique prefix), instead of keep rules. Removes
+        /// snapshots that cannot be read too.
+        #[arg(value_name = "ID")]
+        snapshots: Vec<String>,
         /// Keep the N newest.
         #[arg(long, default_value_t = 0)]
         keep_last: u32,
@@ -483,10 +489,7 @@ async fn run(cli: Cli) -> cairn::Result<u8> {
             }
             Ok(0)
         }
-        Command::Key(cmd) => {
-            key_command(&mut repo, cmd, g).await?;
-            Ok(0)
-        }
+        Command::Key(cmd) => key_command(&mut repo, cmd, g).await,
         Command::Backup(args) => commands::backup(&repo, args, g.json).await,
         Command::Restore {
             snapshot,
@@ -508,7 +511,7 @@ async fn run(cli: Cli) -> cairn::Result<u8> {
             commands::restore(&repo, snapshot, target, &o, g.json).await
         }
         Command::Snapshots { host, tag, path } => {
-            commands::snapshots(&repo, host.as_deref(), tag, path, g.json).await
+            listing::snapshots(&repo, host.as_deref(), tag, path, g.json).await
         }
         Command::Ls {
             snapshot,
@@ -532,9 +535,7 @@ async fn run(cli: Cli) -> cairn::Result<u8> {
         Command::Check {
             read_data,
             read_data_subset,
-        } => commands::check(&repo, *read_data, read_data_subset.as_deref(), g.json)
-            .await
-            .map(|()| 0),
+        } => commands::check(&repo, *read_data, read_data_subset.as_deref(), g.json).await,
         Command::Prune {
             grace,
             repack_below,
@@ -567,6 +568,7 @@ async fn run(cli: Cli) -> cairn::Result<u8> {
             Ok(0)
         }
         Command::Forget {
+            snapshots,
             keep_last,
             keep_hourly,
             keep_daily,
@@ -597,14 +599,20 @@ async fn run(cli: Cli) -> cairn::Result<u8> {
                 paths: group_by.contains("paths"),
                 kind: group_by.contains("kind"),
             };
-            commands::forget(&repo, &p, by, *dry_run, g.json)
+            listing::ids_or_policy(snapshots, &p)?;
+            if !snapshots.is_empty() {
+                return listing::forget_ids(&repo, snapshots, *dry_run, g.json)
+                    .await
+                    .map(|()| 0);
+            }
+            listing::forget(&repo, &p, by, *dry_run, g.json)
                 .await
                 .map(|()| 0)
         }
     }
 }
 
-async fn key_command(repo: &mut Repository, cmd: &KeyCommand, g: &Global) -> cairn::Result<()> {
+async fn key_command(repo: &mut Repository, cmd: &KeyCommand, g: &Global) -> cairn::Result<u8> {
     match cmd {
         KeyCommand::Add {
             new_password_file,
@@ -625,18 +633,47 @@ async fn key_command(repo: &mut Repository, cmd: &KeyCommand, g: &Global) -> cai
                 let v: Vec<_> = keys
                     .iter()
                     .map(|k| {
-                        json!({"id": k.id.to_hex(), "label": k.label, "created": k.created, "current": k.current,
-                           "argon2id": {"m_cost_kib": k.kdf.m_cost_kib, "t_cost": k.kdf.t_cost, "p_cost": k.kdf.p_cost}})
+                        let mut v = json!({"id": k.id.to_hex(), "label": k.label, "created": k.created, "current": k.current,
+                           "damaged": k.damaged.is_some()});
+                        if let Some(p) = k.kdf {
+                            v["argon2id"] = json!({"m_cost_kib": p.m_cost_kib, "t_cost": p.t_cost, "p_cost": p.p_cost});
+                        }
+                        if let Some(d) = &k.damaged {
+                            v["kind"] = json!(d.kind);
+                            v["error"] = json!(d.error);
+                        }
+                        v
                     })
                     .collect();
                 println!("{}", serde_json::Value::Array(v));
             } else {
                 println!("  {:<10} {:<12} label", "id", "created");
-                for k in keys {
+                for k in &keys {
                     let mark = if k.current { "*" } else { " " };
-                    println!("{mark} {:<10} {:<12} {}", k.id.short(), k.created, k.label);
+                    match &k.damaged {
+                        None => {
+                            println!("{mark} {:<10} {:<12} {}", k.id.short(), k.created, k.label)
+                        }
+                        Some(d) => println!(
+                            "{mark} {:<10} {:<12} DAMAGED: {}",
+                            k.id.short(),
+                            "-",
+                            d.error
+                        ),
+                    }
+                }
+                for k in keys.iter().filter(|k| k.damaged.is_some()) {
+                    eprintln!(
+                        "warning: key {} cannot be used; `key remove {}` removes it",
+                        k.id.short(),
+                        k.id.short()
+                    );
                 }
             }
+            // Damage makes the listing exit 5 (slots of an unknown type are skipped by every
+            // reader, as SPEC §3.4 says: not an error).
+            let damaged: Vec<_> = keys.iter().filter_map(|k| k.damaged.clone()).collect();
+            return Ok(listing::exit_code(&damaged, false));
         }
         KeyCommand::Remove { id } => {
             let keys = repo.list_keys().await?;
@@ -683,7 +720,7 @@ async fn key_command(repo: &mut Repository, cmd: &KeyCommand, g: &Global) -> cai
             }
         }
     }
-    Ok(())
+    Ok(0)
 }
 
 fn config_json(repo: &Repository) -> serde_json::Value {
