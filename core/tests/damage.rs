@@ -165,3 +165,25 @@ async fn check_names_every_damaged_object_and_goes_on() {
     assert!(matches!(r, Err(Error::Invalid(_))), "{r:?}");
     assert_eq!(repo.list_keys().await.unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_version_byte_is_corruption_not_a_newer_cairn() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let repo = init_repo(dir.path(), small_options(512 * 1024, 128 * 1024)).await;
+    let ids = snapshots(&repo, &src, 1).await;
+    // Byte 0 of the snapshot's envelope is its version: 1 -> 0x11.
+    flip(&dir.path().join("repo"), &snapshot_name(&ids[0]), 0);
+    let r = repo.read_snapshot(&ids[0]).await;
+    match &r {
+        Err(e @ Error::Corrupt { object, .. }) => {
+            assert_eq!(*object, snapshot_name(&ids[0]));
+            assert_eq!(e.exit_code(), 5);
+        }
+        other => panic!("expected corruption naming the snapshot, got {other:?}"),
+    }
+    let damaged = repo.damaged_snapshots().await.unwrap();
+    assert_eq!(damaged.len(), 1);
+    assert_eq!(damaged[0].kind, DamageKind::Corrupt);
+}
