@@ -8,6 +8,7 @@
 
 mod objects;
 pub mod repair;
+mod salvage;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -71,6 +72,10 @@ pub struct CheckReport {
     pub wal_systems: u64,
     /// Packs in the store that no index lists (left by interrupted backups; prune removes them).
     pub unindexed_packs: Vec<PackId>,
+    /// What reading packs in full found wrong with packs that no index lists (such as a damaged
+    /// pack whose blobs `repair index` salvaged): nothing any snapshot can use is in them, so
+    /// these are not [`CheckReport::problems`].
+    pub unindexed_damaged: Vec<Problem>,
     /// Problems: empty means the repository is sound.
     pub problems: Vec<Problem>,
 }
@@ -191,12 +196,16 @@ pub async fn check(
         .buffer_unordered(4)
         .collect()
         .await;
-    for (_, bytes, problems) in results {
+    for (pack, bytes, problems) in results {
         report.packs_read += 1;
         report.bytes_read += bytes;
         progress.items_done(1);
         progress.bytes_done(bytes);
-        report.problems.extend(problems);
+        if indexed_packs.contains(&pack) {
+            report.problems.extend(problems);
+        } else {
+            report.unindexed_damaged.extend(problems);
+        }
     }
     progress.finish("read data");
     Ok(report)
@@ -352,9 +361,28 @@ async fn read_pack_fully(
         Ok(e) => e,
         Err(e) => {
             problems.push(Problem {
-                object: name,
+                object: name.clone(),
                 message: format!("header: {e}"),
             });
+            // The index still says where its blobs are: name each one that does not open.
+            for (id, loc) in &expected {
+                let entry = loc.entry(*id);
+                let r = entry.range();
+                let blob = usize::try_from(r.start)
+                    .ok()
+                    .zip(usize::try_from(r.end).ok())
+                    .and_then(|(a, b)| bytes.get(a..b));
+                let opened = match blob {
+                    None => Err(format!("cut off (the pack is {len} bytes)")),
+                    Some(b) => entry.open(key, b).map(|_| ()).map_err(|e| e.to_string()),
+                };
+                if let Err(err) = opened {
+                    problems.push(Problem {
+                        object: name.clone(),
+                        message: format!("blob {} ({}): {err}", id.short(), loc.blob_type.name()),
+                    });
+                }
+            }
             return (pack, len, problems);
         }
     };

@@ -9,6 +9,8 @@ use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::{Repository, index_name, pack_name};
 
+pub use super::salvage::PackSalvage;
+
 /// Bytes read from the end of a pack at first: the trailer and, usually, the whole header.
 const TAIL_GUESS: u64 = 64 * 1024;
 
@@ -23,6 +25,12 @@ pub struct RepairReport {
     pub unreadable: Vec<(PackId, String)>,
     /// Index files replaced.
     pub replaced: u64,
+    /// Per pack whose header could not be read: the blobs the old index listed in it, how many
+    /// were salvaged (still authentic, copied into [`RepairReport::new_packs`], or held by another
+    /// pack) and which are lost.
+    pub salvage: Vec<PackSalvage>,
+    /// Packs written with the salvaged blobs.
+    pub new_packs: Vec<PackId>,
 }
 
 /// Reads a pack's header with one ranged read of its tail (two when the header is large).
@@ -66,6 +74,11 @@ pub async fn read_pack_header(
 /// Rebuilds the index from every pack's header: writes one index file listing every readable
 /// pack, superseding all existing index files, then deletes those. Use when index files are
 /// lost or damaged. Run it while no prune runs.
+///
+/// A pack whose header cannot be read (truncated, damaged) is not given up: every blob the old
+/// index files list in it that still authenticates is copied into a new pack and indexed there
+/// ([`RepairReport::salvage`] says per pack how many blobs were salvaged and which are lost). The
+/// damaged pack is left in place, in no index; prune removes it.
 pub async fn repair_index(repo: &Repository, progress: Arc<dyn Progress>) -> Result<RepairReport> {
     let mut report = RepairReport::default();
     let packs: Vec<(PackId, u64)> = repo
@@ -74,6 +87,8 @@ pub async fn repair_index(repo: &Repository, progress: Arc<dyn Progress>) -> Res
         .into_iter()
         .map(|(id, o)| (id, o.size))
         .collect();
+    // Read before anything is written: the entries of the old index are what salvage uses.
+    let (old, old_entries) = super::salvage::old_index(repo).await?;
     progress.start("repair index", Some(packs.len() as u64), None);
     let results: Vec<(PackId, Result<Vec<cairn_format::PackEntry>>)> = stream::iter(packs)
         .map(|(id, size)| async move { (id, read_pack_header(repo, &id, size).await) })
@@ -92,23 +107,23 @@ pub async fn repair_index(repo: &Repository, progress: Arc<dyn Progress>) -> Res
             Err(e) => report.unreadable.push((id, e.to_string())),
         }
     }
+    report.unreadable.sort_by_key(|(id, _)| *id);
+    let available = index
+        .packs
+        .iter()
+        .flat_map(|p| p.blobs.iter().map(|b| b.id))
+        .collect();
+    let damaged: Vec<PackId> = report.unreadable.iter().map(|(id, _)| *id).collect();
+    let (salvaged, records) =
+        super::salvage::salvage(repo, &damaged, &old_entries, &available).await?;
+    for p in salvaged {
+        report.packs += 1;
+        report.blobs += p.blobs.len() as u64;
+        report.new_packs.push(p.id);
+        index.packs.push(p);
+    }
+    report.salvage = records;
     index.packs.sort_by_key(|p| p.id);
-    let old = match repo.read_index_files().await {
-        Ok(files) => files.into_iter().map(|(id, _)| id).collect(),
-        // Damaged index files are exactly what repair is for: supersede whatever is listed.
-        Err(_) => repo
-            .storage()
-            .list(crate::repo::INDEX)
-            .await?
-            .iter()
-            .filter_map(|o| {
-                o.name
-                    .rsplit('/')
-                    .next()
-                    .and_then(|h| cairn_format::IndexId::from_hex(h).ok())
-            })
-            .collect::<Vec<_>>(),
-    };
     index.supersedes = old.clone();
     let new_id = repo.write_index(&index).await?;
     for id in old.iter().filter(|id| **id != new_id) {

@@ -549,6 +549,9 @@ pub(crate) async fn check(
             serde_json::json!({"ok": report.is_ok(), "snapshots": report.snapshots, "packs": report.packs,
                 "packs_read": report.packs_read, "bytes_read": report.bytes_read, "blobs": report.blobs,
                 "unindexed_packs": report.unindexed_packs.len(), "problems": problems,
+                "unindexed_damaged": report.unindexed_damaged.iter()
+                    .map(|p| serde_json::json!({"object": p.object, "message": p.message}))
+                    .collect::<Vec<_>>(),
                 "exit_code": if report.is_ok() { 0 } else { EXIT_CORRUPTION }})
         );
     } else {
@@ -560,6 +563,12 @@ pub(crate) async fn check(
             println!(
                 "{} packs are in no index (left by interrupted backups; prune removes them)",
                 report.unindexed_packs.len()
+            );
+        }
+        for p in &report.unindexed_damaged {
+            println!(
+                "note: {}: {} (in no index: nothing a snapshot uses; prune removes it)",
+                p.object, p.message
             );
         }
         for p in &report.problems {
@@ -629,9 +638,11 @@ pub(crate) async fn repair_index(repo: &Repository, json: bool) -> cairn::Result
             .iter()
             .map(|(p, e)| serde_json::json!({"pack": p.to_hex(), "error": e}))
             .collect();
+        let new: Vec<_> = r.new_packs.iter().map(|p| p.to_hex()).collect();
         println!(
             "{}",
-            serde_json::json!({"packs": r.packs, "blobs": r.blobs, "replaced": r.replaced, "unreadable": bad})
+            serde_json::json!({"packs": r.packs, "blobs": r.blobs, "replaced": r.replaced, "unreadable": bad,
+                "salvage": r.salvage, "new_packs": new})
         );
     } else {
         println!(
@@ -640,6 +651,23 @@ pub(crate) async fn repair_index(repo: &Repository, json: bool) -> cairn::Result
         );
         for (p, e) in &r.unreadable {
             eprintln!("error: pack {}: {e}", p.short());
+        }
+        for s in &r.salvage {
+            eprintln!(
+                "pack {}: salvaged {} of the {} blobs the index listed in it, {} lost{}",
+                s.pack.short(),
+                s.salvaged,
+                s.listed,
+                s.lost.len(),
+                if s.listed > 0 {
+                    "; the damaged pack is left in place, in no index (prune removes it)"
+                } else {
+                    " (no index listed its blobs)"
+                }
+            );
+            for b in &s.lost {
+                eprintln!("  lost blob {}", b.to_hex());
+            }
         }
     }
     Ok(())
