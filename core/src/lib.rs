@@ -50,4 +50,4 @@ pub use password::PasswordSource;
 pub use progress::{NoProgress, Progress};
 pub use repo::{DamageKind, Damaged, InitOptions, KeyInfo, Repository};
 pub use restore::{RestoreOptions, RestoreOutcome, dump, restore};
-pub use storage::{ObjectInfo, PutOutcome, Storage, open_storage};
+pub use storage::{ObjectInfo, PutOutcome, Storage, open_existing_storage, open_storage};

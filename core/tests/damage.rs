@@ -187,3 +187,35 @@ async fn a_damaged_version_byte_is_corruption_not_a_newer_cairn() {
     assert_eq!(damaged.len(), 1);
     assert_eq!(damaged[0].kind, DamageKind::Corrupt);
 }
+
+#[tokio::test]
+async fn only_init_creates_a_local_repository_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nothing/here");
+    let r = cairn::open_existing_storage(missing.to_str().unwrap());
+    assert!(matches!(r, Err(Error::NotARepository { .. })), "{r:?}");
+    let url = format!("file://{}", missing.display());
+    let r = cairn::open_existing_storage(&url);
+    assert!(matches!(r, Err(Error::NotARepository { .. })), "{r:?}");
+    assert!(!dir.path().join("nothing").exists());
+
+    // A path that is a file: a clear usage error, from both.
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    for r in [
+        cairn::open_existing_storage(file.to_str().unwrap()).map(|_| ()),
+        cairn::open_storage(file.to_str().unwrap()).map(|_| ()),
+    ] {
+        match r {
+            Err(e @ Error::Invalid(_)) => {
+                assert!(e.to_string().contains("not a directory"), "{e}");
+                assert_eq!(e.exit_code(), 2);
+            }
+            other => panic!("expected a usage error, got {other:?}"),
+        }
+    }
+    // An existing directory opens (and is not a repository until init).
+    let storage = cairn::open_existing_storage(dir.path().to_str().unwrap()).unwrap();
+    let r = Repository::open(storage, b"pw").await;
+    assert!(matches!(r, Err(Error::NotARepository { .. })), "{r:?}");
+}

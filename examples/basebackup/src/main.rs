@@ -13,7 +13,7 @@ use cairn::pg::restore::{
     BackupSelector, PgRestoreOptions, RecoveryTarget, list_base_backups, parse_time,
     restore_base_backup, select_base_backup,
 };
-use cairn::{Error, NoProgress, PasswordSource, Repository, open_storage};
+use cairn::{Error, NoProgress, PasswordSource, Repository, open_existing_storage};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
@@ -177,7 +177,7 @@ async fn open(g: &Global) -> cairn::Result<Repository> {
     let location = g.repo.clone().ok_or_else(|| {
         Error::Invalid("no repository given: use --repo or set CAIRN_REPOSITORY".into())
     })?;
-    let storage = open_storage(&location)?;
+    let storage = open_existing_storage(&location)?;
     if let Some(k) = &g.key_file {
         let w = cairn::pg::wal::open_with_key_file(storage, k).await?;
         return Ok(Repository::from_key(

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use cairn::format::KdfParams;
-use cairn::{Error, PasswordSource, Repository, open_storage};
+use cairn::{Error, PasswordSource, Repository, open_existing_storage, open_storage};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
@@ -454,8 +454,8 @@ async fn run(cli: Cli) -> cairn::Result<u8> {
     let location = g.repo.clone().ok_or_else(|| {
         Error::Invalid("no repository given: use --repo or set CAIRN_REPOSITORY".into())
     })?;
-    let storage = open_storage(&location)?;
     if let Command::Init { label, compression } = &cli.command {
+        let storage = open_storage(&location)?;
         let pw = password(g)?;
         let mut opts = cairn::InitOptions::default();
         opts.kdf = kdf(g);
@@ -470,6 +470,8 @@ async fn run(cli: Cli) -> cairn::Result<u8> {
         }
         return Ok(0);
     }
+    // Only `init` creates a local directory.
+    let storage = open_existing_storage(&location)?;
     let repo = match &g.key_file {
         Some(path) => Repository::open_with_key_file(storage, path).await?,
         None => Repository::open(storage, &password(g)?).await?,

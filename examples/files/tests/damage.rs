@@ -261,3 +261,51 @@ fn repair_index_salvages_a_truncated_pack() {
     }
     assert_eq!(dumped, 12 - lost);
 }
+
+#[test]
+fn reading_a_missing_repository_creates_nothing_and_a_file_is_refused() {
+    let env = Env::new();
+    let run = |repo: &Path, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cairn-files"))
+            .env_remove("CAIRN_REPOSITORY")
+            .env("CAIRN_PASSWORD", "pw")
+            .env("XDG_CACHE_HOME", env.path("cache"))
+            .arg("--repo")
+            .arg(repo)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let missing = env.path("missing/repo");
+    for args in [
+        &["snapshots"][..],
+        &["check"],
+        &["ls", "latest"],
+        &["key", "list"],
+    ] {
+        let out = run(&missing, args);
+        assert_eq!(code(&out), 3, "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("no Cairn repository"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(!env.path("missing").exists());
+
+    let file = env.path("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    for args in [&["snapshots"][..], &["--kdf-memory-kib", "8", "init"]] {
+        let out = run(&file, args);
+        assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("not a directory"), "{}", stderr(&out));
+    }
+    // init creates it.
+    let out = run(
+        &missing,
+        &["--kdf-memory-kib", "8", "--kdf-passes", "1", "init"],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(code(&run(&missing, &["snapshots"])), 0);
+}
