@@ -219,3 +219,38 @@ async fn only_init_creates_a_local_repository_directory() {
     let r = Repository::open(storage, b"pw").await;
     assert!(matches!(r, Err(Error::NotARepository { .. })), "{r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_a_damaged_index_file_and_checks_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let repo = init_repo(dir.path(), small_options(512 * 1024, 128 * 1024)).await;
+    snapshots(&repo, &src, 2).await;
+    let mut files: Vec<_> = std::fs::read_dir(root.join("index"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2, "{files:?}");
+    let bad = format!("index/{}", files[0]);
+    flip(&root, &bad, 45);
+    let repo = Repository::open(repo.storage().clone(), b"pw")
+        .await
+        .unwrap();
+    // The strict loader fails; check names the file and goes on with the others.
+    assert!(matches!(
+        repo.load_index().await,
+        Err(Error::Corrupt { .. })
+    ));
+    let report = cairn_testkit::check_all(&repo).await;
+    assert_eq!(
+        report.problems.iter().filter(|p| p.object == bad).count(),
+        1,
+        "{:#?}",
+        report.problems
+    );
+    assert_eq!(report.snapshots, 2);
+    assert!(report.blobs > 0, "the other index files were loaded");
+}

@@ -320,14 +320,14 @@ pub(crate) async fn find(
     ignore_case: bool,
     json: bool,
 ) -> cairn::Result<u8> {
-    let snapshots = if specs.is_empty() {
-        repo.list_snapshots().await?
+    let (snapshots, code) = if specs.is_empty() {
+        crate::listing::readable_snapshots(repo, json).await?
     } else {
         let mut v = Vec::new();
         for s in specs {
             v.push(repo.find_snapshot(s).await?);
         }
-        v
+        (v, 0)
     };
     let mut o = FindOptions::default();
     o.ignore_case = ignore_case;
@@ -342,7 +342,7 @@ pub(crate) async fn find(
             })
             .collect();
         println!("{}", Value::Array(v));
-        return Ok(0);
+        return Ok(code);
     }
     let mut current = None;
     for (id, e) in &found {
@@ -359,7 +359,7 @@ pub(crate) async fn find(
         }
         println!("  {}", entry_line(e));
     }
-    Ok(0)
+    Ok(code)
 }
 
 pub(crate) async fn diff(repo: &Repository, a: &str, b: &str, json: bool) -> cairn::Result<u8> {
@@ -423,18 +423,15 @@ pub(crate) async fn stats(
     mode: StatsMode,
     json: bool,
 ) -> cairn::Result<u8> {
-    let snapshots: Vec<Snapshot> = if specs.is_empty() {
-        repo.list_snapshots()
-            .await?
-            .into_iter()
-            .map(|(_, s)| s)
-            .collect()
+    let (snapshots, code): (Vec<Snapshot>, u8) = if specs.is_empty() {
+        let (all, code) = crate::listing::readable_snapshots(repo, json).await?;
+        (all.into_iter().map(|(_, s)| s).collect(), code)
     } else {
         let mut v = Vec::new();
         for s in specs {
             v.push(repo.find_snapshot(s).await?.1);
         }
-        v
+        (v, 0)
     };
     let s = cairn::stats(repo, &snapshots, mode).await?;
     let raw = mode == StatsMode::RawData;
@@ -459,7 +456,7 @@ pub(crate) async fn stats(
             v["compression_ratio"] = json!(s.compression_ratio());
         }
         println!("{v}");
-        return Ok(0);
+        return Ok(code);
     }
     println!("snapshots          {}", s.snapshots);
     println!("files              {}", s.files);
@@ -492,7 +489,7 @@ pub(crate) async fn stats(
             );
         }
     }
-    Ok(0)
+    Ok(code)
 }
 
 /// `check`.

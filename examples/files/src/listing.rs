@@ -29,6 +29,28 @@ pub(crate) fn warn_damaged(damaged: &[Damaged]) {
     }
 }
 
+/// Every readable snapshot, for a command over all of them (`find`, `stats`): the ones that
+/// cannot be read are skipped with a warning on stderr (a JSON line with `--json`, like the
+/// progress events), and the exit code the command ends with is returned (5 when any was
+/// skipped as corrupt).
+pub(crate) async fn readable_snapshots(
+    repo: &Repository,
+    json: bool,
+) -> cairn::Result<(Vec<(SnapshotId, Snapshot)>, u8)> {
+    let (good, damaged) = repo.list_snapshots_checked().await?;
+    for d in &damaged {
+        if json {
+            eprintln!(
+                "{}",
+                json!({"event": "warning", "object": d.object, "message": format!("skipped: {}", d.error)})
+            );
+        } else {
+            eprintln!("warning: skipped {}: {}", d.object, d.error);
+        }
+    }
+    Ok((good, exit_code(&damaged, true)))
+}
+
 fn damaged_json(d: &Damaged) -> Value {
     let id = d.snapshot_id();
     json!({

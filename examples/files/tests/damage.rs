@@ -121,6 +121,12 @@ fn damaged_snapshot_is_listed_skipped_and_forgotten_by_id() {
     std::fs::write(src.join("a"), b"three").unwrap();
     let (third, _) = env.json(0, &["backup", s(&src)]);
     assert_eq!(third["parent"], first["id"]);
+    // Commands over every snapshot search the readable ones, say what they skipped, exit 5.
+    let (found, err) = env.json(5, &["find", "a"]);
+    assert_eq!(found.as_array().unwrap().len(), 2, "{found}");
+    assert!(err.contains(&format!("snapshots/{bad}")), "{err}");
+    let (stats, _) = env.json(5, &["stats"]);
+    assert_eq!(stats["snapshots"], 2, "{stats}");
 
     // A policy keeps the damaged snapshot, says so, and does not fail.
     let (done, err) = env.json(0, &["forget", "--keep-last", "1"]);
