@@ -58,7 +58,7 @@ pub struct Problem {
 /// What `check` found.
 #[derive(Debug, Clone, Default)]
 pub struct CheckReport {
-    /// Snapshots checked.
+    /// Snapshots found, readable or not (those that cannot be read are problems).
     pub snapshots: u64,
     /// Packs in the store.
     pub packs: u64,
@@ -178,7 +178,7 @@ pub async fn check(
     progress.finish("check trees");
 
     // WAL continuity, per cluster, from its oldest base backup's start on.
-    check_wal(repo, &mut report).await?;
+    check_wal(repo, &snapshots, &mut report).await?;
 
     // Read data.
     let mut chosen: Vec<PackId> = select(&options.read_data, &sizes);
@@ -426,19 +426,29 @@ impl From<Problem> for Error {
 
 /// Adds a problem for every gap in the archived WAL of each cluster that has base backups,
 /// counted from the oldest base backup's first segment (older WAL is not needed).
-async fn check_wal(repo: &Repository, report: &mut CheckReport) -> Result<()> {
+async fn check_wal(
+    repo: &Repository,
+    snapshots: &[(SnapshotId, cairn_format::Snapshot)],
+    report: &mut CheckReport,
+) -> Result<()> {
     use crate::pg::wal::{WalRepo, list_systems, verify};
     let wal = WalRepo::from(repo);
     let systems = list_systems(&wal).await?;
     if systems.is_empty() {
         return Ok(());
     }
-    let backups = crate::pg::restore::list_base_backups(repo, None).await?;
+    // The readable base backups (the others are problems of their own already).
+    let mut backups = Vec::new();
+    for (_, s) in snapshots {
+        if s.kind == cairn_format::SnapshotKind::PgBaseBackup {
+            backups.push(crate::pg::basebackup::BaseBackupInfo::from_snapshot(s)?);
+        }
+    }
     for sysid in systems {
         let from = backups
             .iter()
-            .filter(|(_, _, i)| i.system_identifier == sysid)
-            .filter_map(|(_, _, i)| cairn_format::wal::SegmentName::parse(&i.start_wal).ok())
+            .filter(|i| i.system_identifier == sysid)
+            .filter_map(|i| cairn_format::wal::SegmentName::parse(&i.start_wal).ok())
             .min_by_key(|s| (s.timeline, s.log, s.seg));
         let v = verify(&wal, sysid, from).await?;
         report.wal_systems += 1;

@@ -53,9 +53,14 @@ pub(crate) async fn key_command(
                             println!("{mark} {:<10} {:<12} {}", k.id.short(), k.created, k.label)
                         }
                         Some(d) => println!(
-                            "{mark} {:<10} {:<12} DAMAGED: {}",
+                            "{mark} {:<10} {:<12} {}: {}",
                             k.id.short(),
                             "-",
+                            if d.kind == cairn::DamageKind::Corrupt {
+                                "DAMAGED"
+                            } else {
+                                "UNUSABLE (unknown to this build)"
+                            },
                             d.error
                         ),
                     }
