@@ -119,3 +119,58 @@ async fn a_truncated_pack_loses_only_what_was_cut_off() {
     }
     assert!(intact > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_trailer_version_is_damage_and_every_blob_is_salvaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..4 {
+        std::fs::write(src.join(format!("f{i}")), noise(100_000, i)).unwrap();
+    }
+    let repo = init_repo(dir.path(), small_options(4 << 20, 128 * 1024)).await;
+    let out = backup(
+        &repo,
+        BackupSource::Paths(vec![src.clone()]),
+        &BackupOptions::default(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    let data = dir.path().join("repo/data");
+    let victim = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    // The trailer is header_len[4] || version[1] || reserved[3] || magic[8].
+    let at = bytes.len() - 12;
+    assert_eq!(bytes[at], 1);
+    bytes[at] = 2;
+    std::fs::write(&victim, &bytes).unwrap();
+
+    let r = cairn::check::repair::repair_index(&repo, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert_eq!(r.unreadable.len(), 1, "{r:?}");
+    let why = &r.unreadable[0].1;
+    assert!(
+        why.contains("corrupt") && !why.contains("upgrade"),
+        "a damaged version byte reads as damage: {why}"
+    );
+    assert!(r.salvage[0].lost.is_empty(), "{r:?}");
+    assert!(r.salvage[0].salvaged > 0);
+    let repo = Repository::open(repo.storage().clone(), b"pw")
+        .await
+        .unwrap();
+    let report = check_all(&repo).await;
+    assert!(report.is_ok(), "{:#?}", report.problems);
+    for i in 0..4 {
+        let file = src.join(format!("f{i}"));
+        assert_eq!(
+            read_file(&repo, out.snapshot.tree, &file).await,
+            noise(100_000, i)
+        );
+    }
+}

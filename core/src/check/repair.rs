@@ -53,7 +53,21 @@ pub async fn read_pack_header(
                 available: tail.len(),
             })
         })?;
-    let trailer = Trailer::decode(tail.get(trailer_at..).unwrap_or_default()).map_err(bad)?;
+    let trailer = match Trailer::decode(tail.get(trailer_at..).unwrap_or_default()) {
+        Ok(t) => t,
+        // The trailer is in the clear: only the pack id (a keyed hash of every byte) tells a
+        // newer writer's pack from a damaged version byte.
+        Err(e @ cairn_format::FormatError::UnsupportedVersion { .. }) => {
+            let whole = repo.storage().get(&name).await?;
+            return Err(
+                match cairn_format::pack::check_pack_id(repo.key(), pack, &whole) {
+                    Ok(()) => bad(e),
+                    Err(damaged) => bad(damaged),
+                },
+            );
+        }
+        Err(e) => return Err(bad(e)),
+    };
     let header_offset = trailer.header_offset(size).map_err(bad)?;
     let header = if header_offset >= start {
         let from = usize::try_from(header_offset - start).unwrap_or(usize::MAX);
