@@ -254,3 +254,34 @@ async fn check_names_a_damaged_index_file_and_checks_the_rest() {
     assert_eq!(report.snapshots, 2);
     assert!(report.blobs > 0, "the other index files were loaded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_of_an_unknown_type_is_not_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    let repo = init_repo(dir.path(), small_options(512 * 1024, 128 * 1024)).await;
+    // The slot in use, turned into a well-formed slot of type 2 (public key, not implemented),
+    // with its checksum and its name made right.
+    let mut bytes = std::fs::read(root.join(format!("keys/{}", repo.key_id()))).unwrap();
+    bytes[9] = 2;
+    let n = bytes.len() - 32;
+    let sum = *blake3::hash(&bytes[..n]).as_bytes();
+    bytes[n..].copy_from_slice(&sum);
+    let id = cairn::format::KeyId::from_bytes(repo.key().id_key().hash(&bytes));
+    std::fs::write(root.join(format!("keys/{id}")), &bytes).unwrap();
+
+    let keys = repo.list_keys().await.unwrap();
+    let other = keys.iter().find(|k| k.id == id).unwrap();
+    assert_eq!(
+        other.damaged.as_ref().unwrap().kind,
+        DamageKind::Unsupported
+    );
+    cairn_testkit::assert_clean(&repo).await;
+    // Opening skips it; it can be removed.
+    let again = Repository::open(repo.storage().clone(), b"pw")
+        .await
+        .unwrap();
+    assert_eq!(again.key_id(), repo.key_id());
+    repo.remove_key(id).await.unwrap();
+    assert_eq!(repo.list_keys().await.unwrap().len(), 1);
+}

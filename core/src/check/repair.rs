@@ -95,14 +95,16 @@ pub async fn read_pack_header(
 /// damaged pack is left in place, in no index; prune removes it.
 pub async fn repair_index(repo: &Repository, progress: Arc<dyn Progress>) -> Result<RepairReport> {
     let mut report = RepairReport::default();
+    // The old index first: the entries are what salvage uses, and every pack an index file
+    // listed here was uploaded before that file, so the pack listing below has it (a file
+    // listed after the packs could name packs this repair never saw, and supersede them).
+    let (old, old_entries) = super::salvage::old_index(repo).await?;
     let packs: Vec<(PackId, u64)> = repo
         .list_packs()
         .await?
         .into_iter()
         .map(|(id, o)| (id, o.size))
         .collect();
-    // Read before anything is written: the entries of the old index are what salvage uses.
-    let (old, old_entries) = super::salvage::old_index(repo).await?;
     progress.start("repair index", Some(packs.len() as u64), None);
     let results: Vec<(PackId, Result<Vec<cairn_format::PackEntry>>)> = stream::iter(packs)
         .map(|(id, size)| async move { (id, read_pack_header(repo, &id, size).await) })

@@ -6,7 +6,7 @@ use rand_core::OsRng;
 
 use super::{KEYS, Repository, now, put_slot};
 use crate::error::{Error, Result};
-use crate::repo::Damaged;
+use crate::repo::{DamageKind, Damaged};
 use crate::storage::Storage;
 
 /// One key slot, as listed.
@@ -108,19 +108,16 @@ impl Repository {
             let Some(id) = key_id_of(&name) else {
                 continue; // not a key slot name: ignored, as every reader does
             };
-            let decoded = KeySlot::decode(&bytes).map_err(|e| Error::format(name.clone(), e));
-            let decoded = decoded.and_then(|slot| {
-                if KeyId::from_bytes(id_key.hash(&bytes)) == id {
+            let actual = KeyId::from_bytes(id_key.hash(&bytes));
+            let decoded = KeySlot::decode(&bytes).and_then(|slot| {
+                if actual == id {
                     Ok(slot)
                 } else {
-                    Err(Error::format(
-                        name.clone(),
-                        FormatError::IdMismatch {
-                            what: "key slot",
-                            expected: id.to_hex(),
-                            actual: KeyId::from_bytes(id_key.hash(&bytes)).to_hex(),
-                        },
-                    ))
+                    Err(FormatError::IdMismatch {
+                        what: "key slot",
+                        expected: id.to_hex(),
+                        actual: actual.to_hex(),
+                    })
                 }
             });
             let info = match decoded {
@@ -132,20 +129,26 @@ impl Repository {
                     current: id == self.key_id,
                     damaged: None,
                 },
-                Err(e) => KeyInfo {
-                    id,
-                    label: String::new(),
-                    created: 0,
-                    kdf: None,
-                    current: id == self.key_id,
-                    damaged: Some(Damaged::from_error(name.clone(), &e).unwrap_or_else(|| {
-                        Damaged {
-                            object: name.clone(),
-                            kind: crate::repo::DamageKind::Unsupported,
-                            error: e.to_string(),
-                        }
-                    })),
-                },
+                Err(e) => {
+                    // A type or version this build does not know is not damage (SPEC §3.4).
+                    let kind = match e {
+                        FormatError::UnsupportedSlotType { .. }
+                        | FormatError::UnsupportedVersion { .. } => DamageKind::Unsupported,
+                        _ => DamageKind::Corrupt,
+                    };
+                    KeyInfo {
+                        id,
+                        label: String::new(),
+                        created: 0,
+                        kdf: None,
+                        current: id == self.key_id,
+                        damaged: Some(Damaged {
+                            error: format!("{name}: {e}"),
+                            object: name,
+                            kind,
+                        }),
+                    }
+                }
             };
             out.push(info);
         }

@@ -38,7 +38,8 @@ Exit codes:
   2  usage error
   3  not found / not a repository
   4  wrong password
-  5  corruption found (restore: some entries could not be restored)
+  5  corruption found (restore: some entries could not be restored; snapshots, key list,
+     find, stats: something could not be read and is named; check: problems found)
   6  storage failure
   7  already exists
   8  backup: snapshot written but some files could not be read";
