@@ -48,6 +48,6 @@ pub use error::{Error, Result};
 pub use index::Index;
 pub use password::PasswordSource;
 pub use progress::{NoProgress, Progress};
-pub use repo::{InitOptions, KeyInfo, Repository};
+pub use repo::{DamageKind, Damaged, InitOptions, KeyInfo, Repository};
 pub use restore::{RestoreOptions, RestoreOutcome, dump, restore};
-pub use storage::{ObjectInfo, PutOutcome, Storage, open_storage};
+pub use storage::{ObjectInfo, PutOutcome, Storage, open_existing_storage, open_storage};

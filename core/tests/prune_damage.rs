@@ -246,3 +246,34 @@ async fn damaged_index_file_blocks_no_backup() {
         noise(400_000, 7)
     );
 }
+
+/// A snapshot that cannot be read: prune cannot know what it needs, so it refuses (naming it
+/// and how to remove it); once it is forgotten by id, prune goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_snapshot_stops_prune_until_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = init_repo(dir.path(), small_options(256 * 1024, 64 * 1024)).await;
+    let bad = stream_backup(&repo, noise(300_000, 8), "a.bin").await;
+    stream_backup(&repo, noise(300_000, 9), "b.bin").await;
+    let path = dir.path().join("repo/snapshots").join(bad.id.to_hex());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x80;
+    std::fs::write(&path, bytes).unwrap();
+
+    let r = prune(&repo, &short_grace(), Arc::new(NoProgress)).await;
+    assert!(
+        matches!(&r, Err(Error::Damaged(m)) if m.contains(&bad.id.to_hex()) && m.contains("forget")),
+        "{r:?}"
+    );
+    let before = packs(dir.path());
+    cairn::forget::forget_ids(&repo, &[bad.id]).await.unwrap();
+    let r = prune(&repo, &short_grace(), Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert!(
+        r.packs_condemned > 0,
+        "a.bin's packs are condemned now: {r:?}"
+    );
+    assert_eq!(packs(dir.path()), before);
+}

@@ -5,7 +5,10 @@
 //! AD       = kind[1] || id[32] || version[1] || flags[1] || plain_len[4]
 //! ```
 //!
-//! * `version` is 1.
+//! * `version` is 1. Another value is "written by a newer Cairn" only when the envelope
+//!   authenticates with it ([`open`] tries); otherwise the byte is damaged and opening fails
+//!   with [`FormatError::Authentication`]. [`EnvelopeHeader::parse`], which has no key, cannot
+//!   tell the two apart.
 //! * `flags` bit 0 set: the payload is one zstd frame; clear: the payload is the plaintext as is
 //!   (chosen when compression does not make it smaller). Other bits are reserved and must be 0.
 //! * `plain_len` is the plaintext length (after decompression), little-endian.
@@ -332,6 +335,9 @@ pub fn open_into(
     scratch: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) -> Result<()> {
+    if sealed.first().is_some_and(|v| *v != ENVELOPE_VERSION) {
+        return Err(unknown_version(key, kind, id, sealed, what));
+    }
     let (header, rest) = EnvelopeHeader::parse(sealed).map_err(|e| rename(e, what))?;
     let split = rest.len() - TAG_LEN;
     let (ct, tag) = rest.split_at(split);
@@ -363,6 +369,62 @@ pub fn open_into(
         ));
     }
     Ok(())
+}
+
+/// The error for an envelope whose version byte is not [`ENVELOPE_VERSION`]. The version byte is
+/// in the clear, so on its own it cannot tell a newer writer from a damaged byte; it is also in
+/// the AD. A newer Cairn keeps the clear header and the AEAD of version 1 (§4.4), so: when the
+/// envelope authenticates with the version it carries, it was written by a newer Cairn
+/// ([`FormatError::UnsupportedVersion`]); when it does not, the bytes are damaged
+/// ([`FormatError::Authentication`]). Nothing is decompressed or returned.
+fn unknown_version(
+    key: &MasterKey,
+    kind: ObjectKind,
+    id: &[u8; ID_LEN],
+    sealed: &[u8],
+    what: &'static str,
+) -> FormatError {
+    let mut r = Reader::new(sealed, what);
+    let parsed = (|| -> Result<(EnvelopeHeader, &[u8])> {
+        let header = EnvelopeHeader {
+            version: r.u8()?,
+            flags: r.u8()?,
+            plain_len: r.u32()?,
+            nonce: r.array()?,
+        };
+        let rest = r.take(r.remaining())?;
+        if rest.len() < TAG_LEN {
+            return Err(FormatError::Truncated {
+                what,
+                needed: TAG_LEN,
+                available: rest.len(),
+            });
+        }
+        Ok((header, rest))
+    })();
+    let (header, rest) = match parsed {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    use chacha20poly1305::aead::Aead;
+    let authentic = cipher(key)
+        .decrypt(
+            XNonce::from_slice(&header.nonce),
+            chacha20poly1305::aead::Payload {
+                msg: rest,
+                aad: &header.aad(kind, id),
+            },
+        )
+        .is_ok();
+    if authentic {
+        FormatError::UnsupportedVersion {
+            what,
+            version: u32::from(header.version),
+            supported: u32::from(ENVELOPE_VERSION),
+        }
+    } else {
+        FormatError::Authentication { what }
+    }
 }
 
 fn rename(e: FormatError, what: &'static str) -> FormatError {
@@ -617,9 +679,10 @@ mod tests {
                 *b ^= 0x01;
             }
             let r = open(&k, ObjectKind::Index, &[5; 32], &t, "index");
+            // The version byte too: a damaged one does not authenticate, so it is corruption,
+            // not "written by a newer Cairn".
             assert!(
-                r.as_ref().is_err_and(FormatError::is_corruption)
-                    || matches!(r, Err(FormatError::UnsupportedVersion { .. })),
+                r.as_ref().is_err_and(FormatError::is_corruption),
                 "byte {i}: {r:?}"
             );
         }
@@ -635,5 +698,62 @@ mod tests {
                 .is_err()
             );
         }
+    }
+
+    #[test]
+    fn unknown_version_is_unsupported_only_when_it_authenticates() {
+        use chacha20poly1305::aead::Aead;
+        let k = key();
+        let id = [9u8; 32];
+        let plain = b"from a newer writer";
+        // An envelope a newer Cairn could write: version 2, the same clear header and AEAD.
+        let header = EnvelopeHeader {
+            version: 2,
+            flags: 0,
+            plain_len: plain.len() as u32,
+            nonce: [3; NONCE_LEN],
+        };
+        let ct = cipher(&k)
+            .encrypt(
+                XNonce::from_slice(&header.nonce),
+                chacha20poly1305::aead::Payload {
+                    msg: plain,
+                    aad: &header.aad(ObjectKind::Snapshot, &id),
+                },
+            )
+            .unwrap();
+        let mut sealed = Vec::new();
+        header.encode_into(&mut sealed);
+        sealed.extend_from_slice(&ct);
+        let r = open(&k, ObjectKind::Snapshot, &id, &sealed, "snapshot");
+        assert!(
+            matches!(
+                r,
+                Err(FormatError::UnsupportedVersion {
+                    version: 2,
+                    supported: 1,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        // Under another id or kind, or with any other byte changed, it is not authentic.
+        let r = open(&k, ObjectKind::Index, &id, &sealed, "index");
+        assert!(
+            matches!(r, Err(FormatError::Authentication { .. })),
+            "{r:?}"
+        );
+        for i in 1..sealed.len() {
+            let mut t = sealed.clone();
+            t[i] ^= 0x40;
+            let r = open(&k, ObjectKind::Snapshot, &id, &t, "snapshot");
+            assert!(
+                r.as_ref().is_err_and(FormatError::is_corruption),
+                "byte {i}: {r:?}"
+            );
+        }
+        // Too short to hold a header and a tag: truncated.
+        let r = open(&k, ObjectKind::Snapshot, &id, &sealed[..40], "snapshot");
+        assert!(matches!(r, Err(FormatError::Truncated { .. })), "{r:?}");
     }
 }

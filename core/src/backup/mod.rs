@@ -246,8 +246,10 @@ pub async fn backup(
         ParentChoice::Auto => {
             let mut sorted = path_bytes.clone();
             sorted.sort();
-            repo.list_snapshots()
+            // Snapshots that cannot be read are skipped: they cannot be a parent.
+            repo.list_snapshots_checked()
                 .await?
+                .0
                 .into_iter()
                 .rev()
                 .find(|(_, s)| {

@@ -6,7 +6,9 @@
 //! keyed hash of its bytes, its header must match the index, and every blob must open
 //! (authenticate, decompress, hash to its id).
 
+mod objects;
 pub mod repair;
+mod salvage;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -56,7 +58,7 @@ pub struct Problem {
 /// What `check` found.
 #[derive(Debug, Clone, Default)]
 pub struct CheckReport {
-    /// Snapshots checked.
+    /// Snapshots found, readable or not (those that cannot be read are problems).
     pub snapshots: u64,
     /// Packs in the store.
     pub packs: u64,
@@ -70,6 +72,10 @@ pub struct CheckReport {
     pub wal_systems: u64,
     /// Packs in the store that no index lists (left by interrupted backups; prune removes them).
     pub unindexed_packs: Vec<PackId>,
+    /// What reading packs in full found wrong with packs that no index lists (such as a damaged
+    /// pack whose blobs `repair index` salvaged): nothing any snapshot can use is in them, so
+    /// these are not [`CheckReport::problems`].
+    pub unindexed_damaged: Vec<Problem>,
     /// Problems: empty means the repository is sound.
     pub problems: Vec<Problem>,
 }
@@ -81,10 +87,13 @@ impl CheckReport {
     }
 
     fn problem(&mut self, object: impl Into<String>, message: impl Into<String>) {
-        self.problems.push(Problem {
-            object: object.into(),
-            message: message.into(),
-        });
+        let object = object.into();
+        let mut message = message.into();
+        // Errors name their object; the problem already does.
+        if let Some(rest) = message.strip_prefix(&format!("{object}: ")) {
+            message = rest.to_owned();
+        }
+        self.problems.push(Problem { object, message });
     }
 }
 
@@ -102,7 +111,8 @@ pub async fn check(
         .map(|(id, o)| (id, o.size))
         .collect();
     report.packs = sizes.len() as u64;
-    let index = repo.load_index().await?;
+    objects::check_keys(repo, &mut report).await?;
+    let index = objects::load_index(repo, &mut report).await?;
     report.blobs = index.len() as u64;
 
     // Index entries point into existing packs.
@@ -145,8 +155,11 @@ pub async fn check(
     report.unindexed_packs = unindexed;
 
     // Snapshots reach only indexed blobs.
-    let snapshots = repo.list_snapshots().await?;
-    report.snapshots = snapshots.len() as u64;
+    let (snapshots, damaged) = repo.list_snapshots_checked().await?;
+    report.snapshots = (snapshots.len() + damaged.len()) as u64;
+    for d in damaged {
+        report.problem(d.object, d.error);
+    }
     progress.start("check trees", Some(snapshots.len() as u64), None);
     let mut seen_trees: HashSet<BlobId> = HashSet::new();
     for (sid, snap) in &snapshots {
@@ -165,7 +178,7 @@ pub async fn check(
     progress.finish("check trees");
 
     // WAL continuity, per cluster, from its oldest base backup's start on.
-    check_wal(repo, &mut report).await?;
+    check_wal(repo, &snapshots, &mut report).await?;
 
     // Read data.
     let mut chosen: Vec<PackId> = select(&options.read_data, &sizes);
@@ -183,12 +196,16 @@ pub async fn check(
         .buffer_unordered(4)
         .collect()
         .await;
-    for (_, bytes, problems) in results {
+    for (pack, bytes, problems) in results {
         report.packs_read += 1;
         report.bytes_read += bytes;
         progress.items_done(1);
         progress.bytes_done(bytes);
-        report.problems.extend(problems);
+        if indexed_packs.contains(&pack) {
+            report.problems.extend(problems);
+        } else {
+            report.unindexed_damaged.extend(problems);
+        }
     }
     progress.finish("read data");
     Ok(report)
@@ -344,9 +361,28 @@ async fn read_pack_fully(
         Ok(e) => e,
         Err(e) => {
             problems.push(Problem {
-                object: name,
+                object: name.clone(),
                 message: format!("header: {e}"),
             });
+            // The index still says where its blobs are: name each one that does not open.
+            for (id, loc) in &expected {
+                let entry = loc.entry(*id);
+                let r = entry.range();
+                let blob = usize::try_from(r.start)
+                    .ok()
+                    .zip(usize::try_from(r.end).ok())
+                    .and_then(|(a, b)| bytes.get(a..b));
+                let opened = match blob {
+                    None => Err(format!("cut off (the pack is {len} bytes)")),
+                    Some(b) => entry.open(key, b).map(|_| ()).map_err(|e| e.to_string()),
+                };
+                if let Err(err) = opened {
+                    problems.push(Problem {
+                        object: name.clone(),
+                        message: format!("blob {} ({}): {err}", id.short(), loc.blob_type.name()),
+                    });
+                }
+            }
             return (pack, len, problems);
         }
     };
@@ -390,19 +426,29 @@ impl From<Problem> for Error {
 
 /// Adds a problem for every gap in the archived WAL of each cluster that has base backups,
 /// counted from the oldest base backup's first segment (older WAL is not needed).
-async fn check_wal(repo: &Repository, report: &mut CheckReport) -> Result<()> {
+async fn check_wal(
+    repo: &Repository,
+    snapshots: &[(SnapshotId, cairn_format::Snapshot)],
+    report: &mut CheckReport,
+) -> Result<()> {
     use crate::pg::wal::{WalRepo, list_systems, verify};
     let wal = WalRepo::from(repo);
     let systems = list_systems(&wal).await?;
     if systems.is_empty() {
         return Ok(());
     }
-    let backups = crate::pg::restore::list_base_backups(repo, None).await?;
+    // The readable base backups (the others are problems of their own already).
+    let mut backups = Vec::new();
+    for (_, s) in snapshots {
+        if s.kind == cairn_format::SnapshotKind::PgBaseBackup {
+            backups.push(crate::pg::basebackup::BaseBackupInfo::from_snapshot(s)?);
+        }
+    }
     for sysid in systems {
         let from = backups
             .iter()
-            .filter(|(_, _, i)| i.system_identifier == sysid)
-            .filter_map(|(_, _, i)| cairn_format::wal::SegmentName::parse(&i.start_wal).ok())
+            .filter(|i| i.system_identifier == sysid)
+            .filter_map(|i| cairn_format::wal::SegmentName::parse(&i.start_wal).ok())
             .min_by_key(|s| (s.timeline, s.log, s.seg));
         let v = verify(&wal, sysid, from).await?;
         report.wal_systems += 1;

@@ -9,6 +9,8 @@ use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::{Repository, index_name, pack_name};
 
+pub use super::salvage::PackSalvage;
+
 /// Bytes read from the end of a pack at first: the trailer and, usually, the whole header.
 const TAIL_GUESS: u64 = 64 * 1024;
 
@@ -23,6 +25,12 @@ pub struct RepairReport {
     pub unreadable: Vec<(PackId, String)>,
     /// Index files replaced.
     pub replaced: u64,
+    /// Per pack whose header could not be read: the blobs the old index listed in it, how many
+    /// were salvaged (still authentic, copied into [`RepairReport::new_packs`], or held by another
+    /// pack) and which are lost.
+    pub salvage: Vec<PackSalvage>,
+    /// Packs written with the salvaged blobs.
+    pub new_packs: Vec<PackId>,
 }
 
 /// Reads a pack's header with one ranged read of its tail (two when the header is large).
@@ -45,7 +53,21 @@ pub async fn read_pack_header(
                 available: tail.len(),
             })
         })?;
-    let trailer = Trailer::decode(tail.get(trailer_at..).unwrap_or_default()).map_err(bad)?;
+    let trailer = match Trailer::decode(tail.get(trailer_at..).unwrap_or_default()) {
+        Ok(t) => t,
+        // The trailer is in the clear: only the pack id (a keyed hash of every byte) tells a
+        // newer writer's pack from a damaged version byte.
+        Err(e @ cairn_format::FormatError::UnsupportedVersion { .. }) => {
+            let whole = repo.storage().get(&name).await?;
+            return Err(
+                match cairn_format::pack::check_pack_id(repo.key(), pack, &whole) {
+                    Ok(()) => bad(e),
+                    Err(damaged) => bad(damaged),
+                },
+            );
+        }
+        Err(e) => return Err(bad(e)),
+    };
     let header_offset = trailer.header_offset(size).map_err(bad)?;
     let header = if header_offset >= start {
         let from = usize::try_from(header_offset - start).unwrap_or(usize::MAX);
@@ -66,27 +88,17 @@ pub async fn read_pack_header(
 /// Rebuilds the index from every pack's header: writes one index file listing every readable
 /// pack, superseding all existing index files, then deletes those. Use when index files are
 /// lost or damaged. Safe beside backups; run it while no prune runs.
+///
+/// A pack whose header cannot be read (truncated, damaged) is not given up: every blob the old
+/// index files list in it that still authenticates is copied into a new pack and indexed there
+/// ([`RepairReport::salvage`] says per pack how many blobs were salvaged and which are lost). The
+/// damaged pack is left in place, in no index; prune removes it.
 pub async fn repair_index(repo: &Repository, progress: Arc<dyn Progress>) -> Result<RepairReport> {
     let mut report = RepairReport::default();
-    // The index files first, the packs after: every pack an index file lists was stored before
-    // that file, so it is in the pack listing and the new index keeps it. An index file written
-    // by a backup after this listing is not superseded and stays in force.
-    let old = match repo.read_index_files().await {
-        Ok(files) => files.into_iter().map(|(id, _)| id).collect(),
-        // Damaged index files are exactly what repair is for: supersede whatever is listed.
-        Err(_) => repo
-            .storage()
-            .list(crate::repo::INDEX)
-            .await?
-            .iter()
-            .filter_map(|o| {
-                o.name
-                    .rsplit('/')
-                    .next()
-                    .and_then(|h| cairn_format::IndexId::from_hex(h).ok())
-            })
-            .collect::<Vec<_>>(),
-    };
+    // The old index first: the entries are what salvage uses, and every pack an index file
+    // listed here was uploaded before that file, so the pack listing below has it (a file
+    // listed after the packs could name packs this repair never saw, and supersede them).
+    let (old, old_entries) = super::salvage::old_index(repo).await?;
     let packs: Vec<(PackId, u64)> = repo
         .list_packs()
         .await?
@@ -111,6 +123,22 @@ pub async fn repair_index(repo: &Repository, progress: Arc<dyn Progress>) -> Res
             Err(e) => report.unreadable.push((id, e.to_string())),
         }
     }
+    report.unreadable.sort_by_key(|(id, _)| *id);
+    let available = index
+        .packs
+        .iter()
+        .flat_map(|p| p.blobs.iter().map(|b| b.id))
+        .collect();
+    let damaged: Vec<PackId> = report.unreadable.iter().map(|(id, _)| *id).collect();
+    let (salvaged, records) =
+        super::salvage::salvage(repo, &damaged, &old_entries, &available).await?;
+    for p in salvaged {
+        report.packs += 1;
+        report.blobs += p.blobs.len() as u64;
+        report.new_packs.push(p.id);
+        index.packs.push(p);
+    }
+    report.salvage = records;
     index.packs.sort_by_key(|p| p.id);
     index.supersedes = old.clone();
     let new_id = repo.write_index(&index).await?;

@@ -82,13 +82,31 @@ impl Default for PgRestoreOptions {
     }
 }
 
-/// Every base backup, oldest first, optionally of one cluster.
+/// Every base backup, oldest first, optionally of one cluster. Fails on a snapshot that cannot
+/// be read (it may be a base backup: WAL retention must not go on without it).
 pub async fn list_base_backups(
     repo: &Repository,
     system_id: Option<u64>,
 ) -> Result<Vec<(SnapshotId, Snapshot, BaseBackupInfo)>> {
+    let (out, mut damaged) = list_base_backups_checked(repo, system_id).await?;
+    match damaged.pop() {
+        Some(d) => Err(Error::Damaged(format!(
+            "{}: cannot be read ({}); `check` names every damaged object, `forget ID` removes it",
+            d.object, d.error
+        ))),
+        None => Ok(out),
+    }
+}
+
+/// [`list_base_backups`], with the snapshots that cannot be read apart (any of them may be a
+/// base backup).
+pub async fn list_base_backups_checked(
+    repo: &Repository,
+    system_id: Option<u64>,
+) -> Result<BaseBackupListing> {
+    let (snapshots, damaged) = repo.list_snapshots_checked().await?;
     let mut out = Vec::new();
-    for (id, s) in repo.list_snapshots().await? {
+    for (id, s) in snapshots {
         if s.kind != SnapshotKind::PgBaseBackup {
             continue;
         }
@@ -97,16 +115,24 @@ pub async fn list_base_backups(
             out.push((id, s, info));
         }
     }
-    Ok(out)
+    Ok((out, damaged))
 }
 
-/// Finds the base backup to restore.
+/// What [`list_base_backups_checked`] returns: the readable base backups, and the damaged
+/// snapshots.
+pub type BaseBackupListing = (
+    Vec<(SnapshotId, Snapshot, BaseBackupInfo)>,
+    Vec<crate::repo::Damaged>,
+);
+
+/// Finds the base backup to restore among those that can be read (a damaged snapshot does not
+/// stop a restore from another one).
 pub async fn select_base_backup(
     repo: &Repository,
     which: &BackupSelector,
     system_id: Option<u64>,
 ) -> Result<(SnapshotId, Snapshot, BaseBackupInfo)> {
-    let all = list_base_backups(repo, system_id).await?;
+    let all = list_base_backups_checked(repo, system_id).await?.0;
     let none = || Error::NotFound {
         object: "base backup (none matches)".into(),
     };

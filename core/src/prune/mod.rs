@@ -125,11 +125,22 @@ async fn reachable(
 ) -> Result<(HashSet<BlobId>, Vec<String>)> {
     // Snapshots first, then a fresh index: every snapshot's index files were written before
     // the snapshot, so the index loaded after the listing covers all of them.
-    let snapshots = repo.list_snapshots().await?;
+    let (snapshots, damaged) = repo.list_snapshots_checked().await?;
     let repo = repo.with_storage(repo.storage().clone());
     progress.start("prune: find used data", Some(snapshots.len() as u64), None);
     let mut used: HashSet<BlobId> = HashSet::new();
-    let mut problems = Vec::new();
+    // What a snapshot that cannot be read references is unknown.
+    let mut problems: Vec<String> = damaged
+        .iter()
+        .map(|d| {
+            format!(
+                "{}: cannot be read ({}); `forget {}` removes it",
+                d.object,
+                d.error,
+                d.object.rsplit('/').next().unwrap_or_default()
+            )
+        })
+        .collect();
     for (id, s) in snapshots {
         let mut stack = vec![s.tree];
         while let Some(t) = stack.pop() {

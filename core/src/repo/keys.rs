@@ -6,32 +6,41 @@ use rand_core::OsRng;
 
 use super::{KEYS, Repository, now, put_slot};
 use crate::error::{Error, Result};
+use crate::repo::{DamageKind, Damaged};
 use crate::storage::Storage;
 
 /// One key slot, as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KeyInfo {
     /// Its id (object name in `keys/`).
     pub id: KeyId,
-    /// Its label.
+    /// Its label (empty for a slot that cannot be read).
     pub label: String,
-    /// Creation time, unix seconds.
+    /// Creation time, unix seconds (0 for a slot that cannot be read).
     pub created: i64,
-    /// Its Argon2id parameters.
-    pub kdf: KdfParams,
+    /// Its Argon2id parameters (`None` for a slot that cannot be read).
+    pub kdf: Option<KdfParams>,
     /// True for the slot this handle was opened with.
     pub current: bool,
+    /// Why the slot cannot be used, when it cannot: damaged (its checksum or its name does not
+    /// match its bytes) or of a type this build does not know. Such a slot can be removed.
+    pub damaged: Option<Damaged>,
+}
+
+async fn read_slot_bytes(storage: &dyn Storage) -> Result<Vec<(String, bytes::Bytes)>> {
+    let listed = storage.list(KEYS).await?;
+    let bodies = try_join_all(listed.iter().map(|o| storage.get(&o.name))).await?;
+    Ok(listed.into_iter().map(|o| o.name).zip(bodies).collect())
 }
 
 async fn read_slots(storage: &dyn Storage) -> Result<Vec<(String, Result<KeySlot, FormatError>)>> {
-    let listed = storage.list(KEYS).await?;
-    let bodies = try_join_all(listed.iter().map(|o| storage.get(&o.name))).await?;
-    Ok(listed
+    Ok(read_slot_bytes(storage)
+        .await?
         .into_iter()
-        .zip(bodies)
-        .map(|(o, b)| {
+        .map(|(name, b)| {
             let slot = KeySlot::decode(&b);
-            (o.name, slot)
+            (name, slot)
         })
         .collect())
 }
@@ -88,19 +97,60 @@ pub(super) async fn unlock(storage: &dyn Storage, password: &[u8]) -> Result<(Ma
 }
 
 impl Repository {
-    /// Lists the key slots.
+    /// Lists every key slot, oldest first. A slot that cannot be used is listed too, with
+    /// [`KeyInfo::damaged`] saying why: one whose checksum fails or that does not parse, one
+    /// whose bytes do not hash (keyed with this repository's key) to its name, one of an unknown
+    /// type. A slot that only does not open with this handle's password is not damaged.
     pub async fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+        let id_key = self.key.id_key();
         let mut out = Vec::new();
-        for (name, slot) in read_slots(self.storage.as_ref()).await? {
-            let slot = slot.map_err(|e| Error::format(name.clone(), e))?;
-            let id = key_id_of(&name).unwrap_or_default();
-            out.push(KeyInfo {
-                id,
-                label: slot.label.clone(),
-                created: slot.created,
-                kdf: slot.kdf_params(),
-                current: id == self.key_id,
+        for (name, bytes) in read_slot_bytes(self.storage.as_ref()).await? {
+            let Some(id) = key_id_of(&name) else {
+                continue; // not a key slot name: ignored, as every reader does
+            };
+            let actual = KeyId::from_bytes(id_key.hash(&bytes));
+            let decoded = KeySlot::decode(&bytes).and_then(|slot| {
+                if actual == id {
+                    Ok(slot)
+                } else {
+                    Err(FormatError::IdMismatch {
+                        what: "key slot",
+                        expected: id.to_hex(),
+                        actual: actual.to_hex(),
+                    })
+                }
             });
+            let info = match decoded {
+                Ok(slot) => KeyInfo {
+                    id,
+                    label: slot.label.clone(),
+                    created: slot.created,
+                    kdf: Some(slot.kdf_params()),
+                    current: id == self.key_id,
+                    damaged: None,
+                },
+                Err(e) => {
+                    // A type or version this build does not know is not damage (SPEC §3.4).
+                    let kind = match e {
+                        FormatError::UnsupportedSlotType { .. }
+                        | FormatError::UnsupportedVersion { .. } => DamageKind::Unsupported,
+                        _ => DamageKind::Corrupt,
+                    };
+                    KeyInfo {
+                        id,
+                        label: String::new(),
+                        created: 0,
+                        kdf: None,
+                        current: id == self.key_id,
+                        damaged: Some(Damaged {
+                            error: format!("{name}: {e}"),
+                            object: name,
+                            kind,
+                        }),
+                    }
+                }
+            };
+            out.push(info);
         }
         out.sort_by_key(|k| (k.created, k.id));
         Ok(out)
@@ -118,14 +168,16 @@ impl Repository {
     /// [`Repository::change_password`]) and the last slot.
     pub async fn remove_key(&self, id: KeyId) -> Result<()> {
         let keys = self.list_keys().await?;
-        if !keys.iter().any(|k| k.id == id) {
+        let Some(key) = keys.iter().find(|k| k.id == id) else {
             return Err(Error::NotFound {
                 object: format!("{KEYS}/{id}"),
             });
-        }
-        if keys.len() == 1 {
+        };
+        // A slot that cannot be used can always go; a usable one only if another remains.
+        let usable = keys.iter().filter(|k| k.damaged.is_none()).count();
+        if key.damaged.is_none() && usable == 1 {
             return Err(Error::Invalid(format!(
-                "key {} is the repository's last key: add another before removing it",
+                "key {} is the repository's last key that can be used: add another before removing it",
                 id.short()
             )));
         }

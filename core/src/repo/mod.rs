@@ -1,5 +1,6 @@
 //! A repository: storage plus the unlocked master key and the config.
 
+mod damage;
 mod keyfile;
 mod keys;
 mod read;
@@ -14,6 +15,7 @@ use cairn_format::{
 };
 use rand_core::OsRng;
 
+pub use damage::{DamageKind, Damaged, SnapshotListing};
 pub use keyfile::read_key_file;
 pub use keys::KeyInfo;
 pub(crate) use read::rebuild_block;

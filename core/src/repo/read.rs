@@ -413,7 +413,8 @@ impl Repository {
         Snapshot::open(&self.key, id, &bytes).map_err(|e| Error::format(name, e))
     }
 
-    /// Every snapshot, oldest first.
+    /// Every snapshot, oldest first. Fails on the first snapshot that cannot be read (naming
+    /// it); [`Repository::list_snapshots_checked`] skips and names such snapshots instead.
     pub async fn list_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let listed = self.storage.list(SNAPSHOTS).await?;
         let ids: Vec<SnapshotId> = listed.iter().filter_map(|o| id_of(&o.name)).collect();
@@ -434,29 +435,38 @@ impl Repository {
         Ok(all)
     }
 
-    /// Finds a snapshot by `latest`, a full id, or a unique hex prefix.
+    /// Finds a snapshot by `latest`, a full id, or a unique hex prefix. Snapshots that cannot be
+    /// read do not stop the search: `latest` is the newest snapshot that reads, and a prefix that
+    /// names only a damaged snapshot fails with that snapshot's error.
     pub async fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
         if spec.len() == 64 {
             if let Ok(id) = SnapshotId::from_hex(spec) {
                 return Ok((id, self.read_snapshot(&id).await?));
             }
         }
-        let all = self.list_snapshots().await?;
+        let (all, damaged) = self.list_snapshots_checked().await?;
         if spec == "latest" {
             return all.into_iter().last().ok_or_else(|| Error::NotFound {
-                object: "snapshots/ (the repository has no snapshot)".into(),
+                object: "snapshots/ (the repository has no readable snapshot)".into(),
             });
         }
         let want = spec.to_ascii_lowercase();
+        let bad: Vec<SnapshotId> = damaged
+            .iter()
+            .filter_map(|d| d.snapshot_id())
+            .filter(|id| id.to_hex().starts_with(&want))
+            .collect();
         let mut matches = all
             .into_iter()
             .filter(|(id, _)| id.to_hex().starts_with(&want));
-        match (matches.next(), matches.next()) {
-            (Some(one), None) => Ok(one),
-            (None, _) => Err(Error::NotFound {
+        match (matches.next(), matches.next(), bad.as_slice()) {
+            (Some(one), None, []) => Ok(one),
+            // Read again: its error names it (or it was repaired in the meantime).
+            (None, _, [one]) => self.read_snapshot(one).await.map(|s| (*one, s)),
+            (None, _, []) => Err(Error::NotFound {
                 object: format!("snapshot {spec}"),
             }),
-            (Some(_), Some(_)) => Err(Error::Invalid(format!(
+            _ => Err(Error::Invalid(format!(
                 "snapshot prefix {spec:?} is ambiguous"
             ))),
         }

@@ -17,7 +17,7 @@ use bytes::Bytes;
 
 pub use faulty::{CountingStorage, FaultyStorage, StorageCounts};
 pub use object::ObjectStorage;
-pub use url::open_storage;
+pub use url::{open_existing_storage, open_storage};
 
 use crate::error::Result;
 

@@ -20,7 +20,9 @@ fn memory_stores() -> &'static Mutex<HashMap<String, Arc<InMemory>>> {
 
 /// Opens the store at `location`:
 ///
-/// * a local path, or `file:///path`: a directory (created if missing), every write fsynced;
+/// * a local path, or `file:///path`: a directory (created if missing, for `init`; see
+///   [`open_existing_storage`] to open a repository that must already be there), every write
+///   fsynced. A path that is not a directory is [`Error::Invalid`];
 /// * `memory://name`: an in-process store, shared by every handle with the same name;
 /// * `s3://bucket/prefix`: S3 or an S3-compatible server, configured from the `AWS_*`
 ///   environment variables that `object_store` reads (`AWS_ACCESS_KEY_ID`,
@@ -77,9 +79,43 @@ pub fn open_storage(location: &str) -> Result<Arc<dyn Storage>> {
     Ok(Arc::new(ObjectStorage::new(store, location)))
 }
 
+/// [`open_storage`] for a repository that must exist already: a local directory is never
+/// created. A missing local path is [`Error::NotARepository`] (so reading commands leave no empty
+/// directory behind), a path that is not a directory [`Error::Invalid`]. Other stores are opened
+/// as by [`open_storage`] (their absence shows as a missing `config`).
+pub fn open_existing_storage(location: &str) -> Result<Arc<dyn Storage>> {
+    let local = match location.split_once("://") {
+        None => Some(location),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("file") => Some(rest),
+        Some(_) => None,
+    };
+    if let Some(path) = local.filter(|p| !p.is_empty()) {
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotARepository {
+                    location: location.to_owned(),
+                });
+            }
+            Err(e) => return Err(Error::io(path, e)),
+            Ok(m) if !m.is_dir() => return Err(not_a_directory(location)),
+            Ok(_) => {}
+        }
+    }
+    open_storage(location)
+}
+
+fn not_a_directory(location: &str) -> Error {
+    Error::Invalid(format!(
+        "{location}: not a directory; a local repository is a directory (give a new or existing directory)"
+    ))
+}
+
 fn open_local(path: &str, location: &str) -> Result<Arc<dyn Storage>> {
     if path.is_empty() {
         return Err(Error::Invalid("empty repository path".into()));
+    }
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_dir()) {
+        return Err(not_a_directory(location));
     }
     std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
     let root = std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?;

@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use cairn::pg::basebackup::{BaseBackupInfo, BaseBackupOptions, base_backup};
 use cairn::pg::restore::{
-    BackupSelector, PgRestoreOptions, RecoveryTarget, list_base_backups, parse_time,
+    BackupSelector, PgRestoreOptions, RecoveryTarget, list_base_backups_checked, parse_time,
     restore_base_backup, select_base_backup,
 };
-use cairn::{Error, NoProgress, PasswordSource, Repository, open_storage};
+use cairn::{Error, NoProgress, PasswordSource, Repository, open_existing_storage};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
@@ -177,7 +177,7 @@ async fn open(g: &Global) -> cairn::Result<Repository> {
     let location = g.repo.clone().ok_or_else(|| {
         Error::Invalid("no repository given: use --repo or set CAIRN_REPOSITORY".into())
     })?;
-    let storage = open_storage(&location)?;
+    let storage = open_existing_storage(&location)?;
     if let Some(k) = &g.key_file {
         let w = cairn::pg::wal::open_with_key_file(storage, k).await?;
         return Ok(Repository::from_key(
@@ -315,7 +315,7 @@ async fn run(cli: Cli) -> cairn::Result<()> {
             }
         }
         Command::List => {
-            let all = list_base_backups(&repo, None).await?;
+            let (all, damaged) = list_base_backups_checked(&repo, None).await?;
             if g.json {
                 let v: Vec<_> = all
                     .iter()
@@ -338,6 +338,17 @@ async fn run(cli: Cli) -> cairn::Result<()> {
                         s.summary.total_bytes
                     );
                 }
+            }
+            if let Some(first) = damaged.first() {
+                for d in &damaged {
+                    eprintln!("warning: {}: cannot be read: {}", d.object, d.error);
+                }
+                return Err(Error::Damaged(format!(
+                    "{} snapshot(s) cannot be read and may be base backups (first: {}); run \
+                     `cairn-files check`, and `cairn-files forget ID` to remove one",
+                    damaged.len(),
+                    first.object
+                )));
             }
         }
         Command::Show { id } => {

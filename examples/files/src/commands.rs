@@ -18,7 +18,7 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn paths_of(s: &Snapshot) -> Vec<String> {
+pub(crate) fn paths_of(s: &Snapshot) -> Vec<String> {
     s.paths.iter().map(|p| lossy(p)).collect()
 }
 
@@ -213,7 +213,7 @@ pub(crate) async fn restore(
     Ok(code)
 }
 
-fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> Value {
+pub(crate) fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> Value {
     let m = &s.summary;
     json!({
         "id": id.to_hex(),
@@ -243,80 +243,6 @@ fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> Value {
             "duration_secs": m.duration_nanos as f64 / 1e9,
         },
     })
-}
-
-pub(crate) async fn snapshots(
-    repo: &Repository,
-    host: Option<&str>,
-    tags: &[String],
-    paths: &[String],
-    json: bool,
-) -> cairn::Result<u8> {
-    let want_paths: Vec<Vec<Vec<u8>>> = paths
-        .iter()
-        .map(|p| {
-            let mut forms = vec![p.as_bytes().to_vec()];
-            if let Ok(abs) = std::path::absolute(p) {
-                forms.push(abs.as_os_str().as_encoded_bytes().to_vec());
-            }
-            forms
-        })
-        .collect();
-    let all: Vec<(SnapshotId, Snapshot)> = repo
-        .list_snapshots()
-        .await?
-        .into_iter()
-        .filter(|(_, s)| host.is_none_or(|h| s.hostname == h))
-        .filter(|(_, s)| tags.iter().all(|t| s.tags.contains(t)))
-        .filter(|(_, s)| {
-            want_paths
-                .iter()
-                .all(|forms| forms.iter().any(|f| s.paths.contains(f)))
-        })
-        .collect();
-    if json {
-        let v: Vec<Value> = all.iter().map(|(id, s)| snapshot_json(id, s)).collect();
-        println!("{}", Value::Array(v));
-        return Ok(0);
-    }
-    let rows: Vec<[String; 6]> = all
-        .iter()
-        .map(|(id, s)| {
-            [
-                id.short(),
-                iso_utc(s.time),
-                s.hostname.clone(),
-                s.tags.join(","),
-                paths_of(s).join(", "),
-                bytes(s.summary.total_bytes),
-            ]
-        })
-        .collect();
-    let header = ["ID", "Time (UTC)", "Host", "Tags", "Paths", "Size"].map(String::from);
-    let mut widths = header.clone().map(|h| h.chars().count());
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |r: &[String; 6]| {
-        let mut s = String::new();
-        for (i, (c, w)) in r.iter().zip(widths).enumerate() {
-            if i == 5 {
-                s.push_str(&format!("{c:>w$}"));
-            } else {
-                s.push_str(&format!("{c:<w$}  "));
-            }
-        }
-        s
-    };
-    println!("{}", line(&header));
-    println!("{}", "-".repeat(widths.iter().sum::<usize>() + 10));
-    for r in &rows {
-        println!("{}", line(r));
-    }
-    println!("{} snapshot(s)", rows.len());
-    Ok(0)
 }
 
 fn entry_json(e: &Entry) -> Value {
@@ -394,14 +320,14 @@ pub(crate) async fn find(
     ignore_case: bool,
     json: bool,
 ) -> cairn::Result<u8> {
-    let snapshots = if specs.is_empty() {
-        repo.list_snapshots().await?
+    let (snapshots, code) = if specs.is_empty() {
+        crate::listing::readable_snapshots(repo, json).await?
     } else {
         let mut v = Vec::new();
         for s in specs {
             v.push(repo.find_snapshot(s).await?);
         }
-        v
+        (v, 0)
     };
     let mut o = FindOptions::default();
     o.ignore_case = ignore_case;
@@ -416,7 +342,7 @@ pub(crate) async fn find(
             })
             .collect();
         println!("{}", Value::Array(v));
-        return Ok(0);
+        return Ok(code);
     }
     let mut current = None;
     for (id, e) in &found {
@@ -433,7 +359,7 @@ pub(crate) async fn find(
         }
         println!("  {}", entry_line(e));
     }
-    Ok(0)
+    Ok(code)
 }
 
 pub(crate) async fn diff(repo: &Repository, a: &str, b: &str, json: bool) -> cairn::Result<u8> {
@@ -497,18 +423,15 @@ pub(crate) async fn stats(
     mode: StatsMode,
     json: bool,
 ) -> cairn::Result<u8> {
-    let snapshots: Vec<Snapshot> = if specs.is_empty() {
-        repo.list_snapshots()
-            .await?
-            .into_iter()
-            .map(|(_, s)| s)
-            .collect()
+    let (snapshots, code): (Vec<Snapshot>, u8) = if specs.is_empty() {
+        let (all, code) = crate::listing::readable_snapshots(repo, json).await?;
+        (all.into_iter().map(|(_, s)| s).collect(), code)
     } else {
         let mut v = Vec::new();
         for s in specs {
             v.push(repo.find_snapshot(s).await?.1);
         }
-        v
+        (v, 0)
     };
     let s = cairn::stats(repo, &snapshots, mode).await?;
     let raw = mode == StatsMode::RawData;
@@ -533,7 +456,7 @@ pub(crate) async fn stats(
             v["compression_ratio"] = json!(s.compression_ratio());
         }
         println!("{v}");
-        return Ok(0);
+        return Ok(code);
     }
     println!("snapshots          {}", s.snapshots);
     println!("files              {}", s.files);
@@ -566,7 +489,7 @@ pub(crate) async fn stats(
             );
         }
     }
-    Ok(0)
+    Ok(code)
 }
 
 /// `check`.
@@ -575,7 +498,7 @@ pub(crate) async fn check(
     all: bool,
     subset: Option<&str>,
     json: bool,
-) -> cairn::Result<()> {
+) -> cairn::Result<u8> {
     let mut o = cairn::CheckOptions::default();
     o.read_data = match (all, subset) {
         (true, _) => cairn::ReadData::All,
@@ -622,7 +545,11 @@ pub(crate) async fn check(
             "{}",
             serde_json::json!({"ok": report.is_ok(), "snapshots": report.snapshots, "packs": report.packs,
                 "packs_read": report.packs_read, "bytes_read": report.bytes_read, "blobs": report.blobs,
-                "unindexed_packs": report.unindexed_packs.len(), "problems": problems})
+                "unindexed_packs": report.unindexed_packs.len(), "problems": problems,
+                "unindexed_damaged": report.unindexed_damaged.iter()
+                    .map(|p| serde_json::json!({"object": p.object, "message": p.message}))
+                    .collect::<Vec<_>>(),
+                "exit_code": if report.is_ok() { 0 } else { EXIT_CORRUPTION }})
         );
     } else {
         println!(
@@ -635,6 +562,12 @@ pub(crate) async fn check(
                 report.unindexed_packs.len()
             );
         }
+        for p in &report.unindexed_damaged {
+            println!(
+                "note: {}: {} (in no index: nothing a snapshot uses; prune removes it)",
+                p.object, p.message
+            );
+        }
         for p in &report.problems {
             eprintln!("error: {}: {}", p.object, p.message);
         }
@@ -643,16 +576,16 @@ pub(crate) async fn check(
         }
     }
     if report.is_ok() {
-        Ok(())
-    } else {
-        Err(Error::Corrupt {
-            object: repo.storage().location(),
-            source: cairn::format::FormatError::Malformed {
-                what: "repository",
-                reason: format!("check found {} problem(s)", report.problems.len()),
-            },
-        })
+        return Ok(0);
     }
+    if !json {
+        eprintln!(
+            "cairn-files: {}: check found {} problem(s) (exit code {EXIT_CORRUPTION})",
+            repo.storage().location(),
+            report.problems.len()
+        );
+    }
+    Ok(EXIT_CORRUPTION)
 }
 
 /// `prune`.
@@ -713,9 +646,11 @@ pub(crate) async fn repair_index(repo: &Repository, json: bool) -> cairn::Result
             .iter()
             .map(|(p, e)| serde_json::json!({"pack": p.to_hex(), "error": e}))
             .collect();
+        let new: Vec<_> = r.new_packs.iter().map(|p| p.to_hex()).collect();
         println!(
             "{}",
-            serde_json::json!({"packs": r.packs, "blobs": r.blobs, "replaced": r.replaced, "unreadable": bad})
+            serde_json::json!({"packs": r.packs, "blobs": r.blobs, "replaced": r.replaced, "unreadable": bad,
+                "salvage": r.salvage, "new_packs": new})
         );
     } else {
         println!(
@@ -724,6 +659,23 @@ pub(crate) async fn repair_index(repo: &Repository, json: bool) -> cairn::Result
         );
         for (p, e) in &r.unreadable {
             eprintln!("error: pack {}: {e}", p.short());
+        }
+        for s in &r.salvage {
+            eprintln!(
+                "pack {}: salvaged {} of the {} blobs the index listed in it, {} lost{}",
+                s.pack.short(),
+                s.salvaged,
+                s.listed,
+                s.lost.len(),
+                if s.listed > 0 {
+                    "; the damaged pack is left in place, in no index (prune removes it)"
+                } else {
+                    " (no index listed its blobs)"
+                }
+            );
+            for b in &s.lost {
+                eprintln!("  lost blob {}", b.to_hex());
+            }
         }
     }
     Ok(())
@@ -771,63 +723,4 @@ pub(crate) fn parse_offset(s: &str) -> cairn::Result<i32> {
         return Err(bad());
     }
     Ok(sign * (h * 3600 + m * 60))
-}
-
-/// `forget`.
-pub(crate) async fn forget(
-    repo: &Repository,
-    policy: &cairn::forget::KeepPolicy,
-    by: cairn::forget::GroupBy,
-    dry_run: bool,
-    json: bool,
-) -> cairn::Result<()> {
-    let decisions = cairn::forget::plan(repo, policy, by).await?;
-    let removed = if dry_run {
-        Vec::new()
-    } else {
-        cairn::forget::forget(repo, &decisions).await?
-    };
-    if json {
-        let v: Vec<_> = decisions
-            .iter()
-            .map(|d| serde_json::json!({"id": d.id.to_hex(), "time": d.time, "group": d.group, "keep": d.keep, "reasons": d.reasons}))
-            .collect();
-        println!(
-            "{}",
-            serde_json::json!({"dry_run": dry_run, "decisions": v, "removed": removed.len()})
-        );
-    } else {
-        let mut group = None;
-        for d in &decisions {
-            if group != Some(&d.group) {
-                println!("{}", d.group);
-                group = Some(&d.group);
-            }
-            let verdict = if d.keep {
-                format!("keep ({})", d.reasons.join(", "))
-            } else {
-                "forget".into()
-            };
-            println!(
-                "  {}  {}  {verdict}",
-                d.id.short(),
-                iso_utc(cairn::format::Timestamp {
-                    secs: d.time,
-                    nanos: 0
-                })
-            );
-        }
-        let n = decisions.iter().filter(|d| !d.keep).count();
-        if dry_run {
-            println!(
-                "would forget {n} snapshot(s); run without --dry-run to do it, then prune to free space"
-            );
-        } else {
-            println!(
-                "forgot {} snapshot(s); run prune to free their data",
-                removed.len()
-            );
-        }
-    }
-    Ok(())
 }

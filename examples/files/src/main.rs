@@ -7,6 +7,8 @@
 //! failure, 7 already exists, 8 backup written but some files could not be read.
 
 mod commands;
+mod keys;
+mod listing;
 mod progress;
 mod text;
 
@@ -14,7 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use cairn::format::KdfParams;
-use cairn::{Error, PasswordSource, Repository, open_storage};
+use cairn::{Error, PasswordSource, Repository, open_existing_storage, open_storage};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
@@ -36,7 +38,8 @@ Exit codes:
   2  usage error
   3  not found / not a repository
   4  wrong password
-  5  corruption found (restore: some entries could not be restored)
+  5  corruption found (restore: some entries could not be restored; snapshots, key list,
+     find, stats: something could not be read and is named; check: problems found)
   6  storage failure
   7  already exists
   8  backup: snapshot written but some files could not be read";
@@ -235,8 +238,13 @@ data, or files that could not be created); they are listed, the rest is restored
         #[arg(long = "remove")]
         remove: Vec<String>,
     },
-    /// Forget snapshots by retention policy (data is freed later by prune).
+    /// Forget snapshots by retention policy, or the snapshots named by id, readable or not
+    /// (data is freed later by prune).
     Forget {
+        /// Snapshots to forget (full id or unique prefix), instead of keep rules. Removes
+        /// snapshots that cannot be read too.
+        #[arg(value_name = "ID")]
+        snapshots: Vec<String>,
         /// Keep the N newest.
         #[arg(long, default_value_t = 0)]
         keep_last: u32,
@@ -457,8 +465,8 @@ async fn run(cli: Cli) -> cairn::Result<u8> {
     let location = g.repo.clone().ok_or_else(|| {
         Error::Invalid("no repository given: use --repo or set CAIRN_REPOSITORY".into())
     })?;
-    let storage = open_storage(&location)?;
     if let Command::Init { label, compression } = &cli.command {
+        let storage = open_storage(&location)?;
         let pw = password(g)?;
         let mut opts = cairn::InitOptions::default();
         opts.kdf = kdf(g);
@@ -473,6 +481,8 @@ async fn run(cli: Cli) -> cairn::Result<u8> {
         }
         return Ok(0);
     }
+    // Only `init` creates a local directory.
+    let storage = open_existing_storage(&location)?;
     let repo = match &g.key_file {
         Some(path) => Repository::open_with_key_file(storage, path).await?,
         None => Repository::open(storage, &password(g)?).await?,
@@ -493,10 +503,7 @@ async fn run(cli: Cli) -> cairn::Result<u8> {
             }
             Ok(0)
         }
-        Command::Key(cmd) => {
-            key_command(&mut repo, cmd, g).await?;
-            Ok(0)
-        }
+        Command::Key(cmd) => keys::key_command(&mut repo, cmd, g).await,
         Command::Backup(args) => commands::backup(&repo, args, g.json).await,
         Command::Restore {
             snapshot,
@@ -518,7 +525,7 @@ async fn run(cli: Cli) -> cairn::Result<u8> {
             commands::restore(&repo, snapshot, target, &o, g.json).await
         }
         Command::Snapshots { host, tag, path } => {
-            commands::snapshots(&repo, host.as_deref(), tag, path, g.json).await
+            listing::snapshots(&repo, host.as_deref(), tag, path, g.json).await
         }
         Command::Ls {
             snapshot,
@@ -542,9 +549,7 @@ async fn run(cli: Cli) -> cairn::Result<u8> {
         Command::Check {
             read_data,
             read_data_subset,
-        } => commands::check(&repo, *read_data, read_data_subset.as_deref(), g.json)
-            .await
-            .map(|()| 0),
+        } => commands::check(&repo, *read_data, read_data_subset.as_deref(), g.json).await,
         Command::Prune {
             grace,
             allow_short_grace,
@@ -581,6 +586,7 @@ async fn run(cli: Cli) -> cairn::Result<u8> {
             Ok(0)
         }
         Command::Forget {
+            snapshots,
             keep_last,
             keep_hourly,
             keep_daily,
@@ -611,93 +617,17 @@ async fn run(cli: Cli) -> cairn::Result<u8> {
                 paths: group_by.contains("paths"),
                 kind: group_by.contains("kind"),
             };
-            commands::forget(&repo, &p, by, *dry_run, g.json)
+            listing::ids_or_policy(snapshots, &p)?;
+            if !snapshots.is_empty() {
+                return listing::forget_ids(&repo, snapshots, *dry_run, g.json)
+                    .await
+                    .map(|()| 0);
+            }
+            listing::forget(&repo, &p, by, *dry_run, g.json)
                 .await
                 .map(|()| 0)
         }
     }
-}
-
-async fn key_command(repo: &mut Repository, cmd: &KeyCommand, g: &Global) -> cairn::Result<()> {
-    match cmd {
-        KeyCommand::Add {
-            new_password_file,
-            label,
-        } => {
-            let id = repo
-                .add_key(&new_password(new_password_file)?, label, kdf(g))
-                .await?;
-            if g.json {
-                println!("{}", json!({"added": id.to_hex()}));
-            } else {
-                println!("added key {}", id.short());
-            }
-        }
-        KeyCommand::List => {
-            let keys = repo.list_keys().await?;
-            if g.json {
-                let v: Vec<_> = keys
-                    .iter()
-                    .map(|k| {
-                        json!({"id": k.id.to_hex(), "label": k.label, "created": k.created, "current": k.current,
-                           "argon2id": {"m_cost_kib": k.kdf.m_cost_kib, "t_cost": k.kdf.t_cost, "p_cost": k.kdf.p_cost}})
-                    })
-                    .collect();
-                println!("{}", serde_json::Value::Array(v));
-            } else {
-                println!("  {:<10} {:<12} label", "id", "created");
-                for k in keys {
-                    let mark = if k.current { "*" } else { " " };
-                    println!("{mark} {:<10} {:<12} {}", k.id.short(), k.created, k.label);
-                }
-            }
-        }
-        KeyCommand::Remove { id } => {
-            let keys = repo.list_keys().await?;
-            let want = id.to_ascii_lowercase();
-            let matches: Vec<_> = keys
-                .iter()
-                .filter(|k| k.id.to_hex().starts_with(&want))
-                .collect();
-            let key = match matches.as_slice() {
-                [one] => one.id,
-                [] => {
-                    return Err(Error::NotFound {
-                        object: format!("keys/{id}"),
-                    });
-                }
-                _ => return Err(Error::Invalid(format!("key id prefix {id:?} is ambiguous"))),
-            };
-            repo.remove_key(key).await?;
-            if g.json {
-                println!("{}", json!({"removed": key.to_hex()}));
-            } else {
-                println!("removed key {}", key.short());
-            }
-        }
-        KeyCommand::Export { path } => {
-            repo.export_key_file(path)?;
-            if g.json {
-                println!("{}", json!({"key_file": path.display().to_string()}));
-            } else {
-                println!(
-                    "wrote key file {} (mode 0600): it opens the repository without a password; keep it as safe as the data",
-                    path.display()
-                );
-            }
-        }
-        KeyCommand::Passwd { new_password_file } => {
-            let id = repo
-                .change_password(&new_password(new_password_file)?, kdf(g))
-                .await?;
-            if g.json {
-                println!("{}", json!({"key": id.to_hex()}));
-            } else {
-                println!("password changed; the key is now {}", id.short());
-            }
-        }
-    }
-    Ok(())
 }
 
 fn config_json(repo: &Repository) -> serde_json::Value {

@@ -11,7 +11,7 @@ use cairn::format::{SegmentHeader, SegmentName, WalFileName};
 use cairn::pg::wal::{
     self, FetchOptions, FetchOutcome, PushOptions, PushOutcome, VerifyReport, WalRepo,
 };
-use cairn::{Error, PasswordSource, Repository, open_storage};
+use cairn::{Error, PasswordSource, Repository, open_existing_storage};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
@@ -220,7 +220,7 @@ async fn open(g: &Global, budget: Duration) -> cairn::Result<WalRepo> {
     let location = g.repo.clone().ok_or_else(|| {
         Error::Invalid("no repository given: use --repo or set CAIRN_REPOSITORY".into())
     })?;
-    let storage = open_storage(&location)?;
+    let storage = open_existing_storage(&location)?;
     if let Some(kf) = &g.key_file {
         return wal::with_retry(budget, "open", || {
             wal::open_with_key_file(storage.clone(), kf)
