@@ -215,13 +215,16 @@ pub(super) fn open_for_write(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// Adds another name, `path`, for the restored file at `first`: a link under a temporary name,
-/// then [`publish`]ed, so that an entry replaced with `overwrite` is kept if linking fails.
-pub(super) fn hard_link(first: &Path, path: &Path, overwrite: bool) -> io::Result<()> {
+/// Makes an entry with `make` under a temporary name beside `path`, then [`publish`]es it: an
+/// entry replaced with `overwrite` is kept if making the new one fails.
+fn make_then_publish(
+    path: &Path,
+    overwrite: bool,
+    make: impl Fn(&Path) -> io::Result<()>,
+) -> io::Result<()> {
     let tmp = loop {
         let tmp = temp_name(path)?;
-        // linkat without AT_SYMLINK_FOLLOW: links `first` itself, which is the file restored.
-        match fs::hard_link(first, &tmp) {
+        match make(&tmp) {
             Ok(()) => break tmp,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
@@ -230,6 +233,12 @@ pub(super) fn hard_link(first: &Path, path: &Path, overwrite: bool) -> io::Resul
     publish(&tmp, path, overwrite).inspect_err(|_| {
         let _ = discard(&tmp);
     })
+}
+
+/// Adds another name, `path`, for the restored file at `first`.
+pub(super) fn hard_link(first: &Path, path: &Path, overwrite: bool) -> io::Result<()> {
+    // linkat without AT_SYMLINK_FOLLOW: links `first` itself, which is the file restored.
+    make_then_publish(path, overwrite, |tmp| fs::hard_link(first, tmp))
 }
 
 /// What happened to a non-regular, non-directory entry.
@@ -247,7 +256,8 @@ fn nix_io(e: nix::errno::Errno) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
 }
 
-/// Creates a symlink, fifo or device node (device nodes need root; sockets are skipped).
+/// Creates a symlink, fifo or device node (device nodes need root; sockets are skipped), under a
+/// temporary name first, so that what it replaces (with `overwrite`) is kept if that fails.
 pub(super) fn create_special(
     path: &Path,
     node: &Node,
@@ -257,14 +267,14 @@ pub(super) fn create_special(
     let private = Mode::from_bits_truncate(0o600);
     match node.kind {
         NodeKind::Symlink => {
-            create_with(path, false, overwrite, || {
-                std::os::unix::fs::symlink(OsStr::from_bytes(&node.target), path)
+            make_then_publish(path, overwrite, |tmp| {
+                std::os::unix::fs::symlink(OsStr::from_bytes(&node.target), tmp)
             })?;
             Ok(Special::Symlink)
         }
         NodeKind::Fifo => {
-            create_with(path, false, overwrite, || {
-                nix::unistd::mkfifo(path, private).map_err(nix_io)
+            make_then_publish(path, overwrite, |tmp| {
+                nix::unistd::mkfifo(tmp, private).map_err(nix_io)
             })?;
             Ok(Special::Created)
         }
@@ -279,8 +289,8 @@ pub(super) fn create_special(
             } else {
                 SFlag::S_IFCHR
             };
-            create_with(path, false, overwrite, || {
-                nix::sys::stat::mknod(path, kind, private, node.rdev).map_err(nix_io)
+            make_then_publish(path, overwrite, |tmp| {
+                nix::sys::stat::mknod(tmp, kind, private, node.rdev).map_err(nix_io)
             })?;
             Ok(Special::Created)
         }
