@@ -140,7 +140,7 @@ fn quote(v: &str) -> String {
 /// Restores a base backup into `target` (empty or missing) and writes recovery settings.
 ///
 /// When some files could not be restored ([`RestoreOutcome::errors`], see
-/// [`crate::restore`]), no recovery settings and no `recovery.signal` are written: an
+/// [`mod@crate::restore`]), no recovery settings and no `recovery.signal` are written: an
 /// incomplete data directory must not look ready to start (PostgreSQL refuses to start on it
 /// instead of recovering into a cluster with files missing).
 pub async fn restore_base_backup(

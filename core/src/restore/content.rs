@@ -4,6 +4,9 @@
 //! and neighbouring blobs of one pack (gaps up to [`MAX_GAP`]) are merged into one ranged read
 //! of at most [`MAX_RANGE`] bytes (or one blob, when a blob is larger). A blob used by several
 //! files, or several times in one file, is fetched and opened once and written to each place.
+//! A ranged read that fails or comes back short is read again blob by blob ([`fetch`]): a
+//! truncated or partly unreadable pack costs only the blobs that cannot be read, and a blob
+//! that does not authenticate costs only itself.
 //!
 //! A block stored as a patch (a [`DeltaBlock`]) is restored in two passes: the first writes its
 //! base where the block belongs, like any other blob; the second, once every first-pass job has
@@ -374,7 +377,7 @@ impl Ctx {
                 role,
             } in &w.places
             {
-                // Sparse files are created at their size, so skipped zeros read back as zeros.
+                // Skipped zeros read back as zeros: the file gets its size when it is finished.
                 let written = match role {
                     Role::Whole => match self.direct_file(fi) {
                         Ok(Some(df)) => df.write(offset, &plain, zero).map(|()| plain.len()),
