@@ -101,7 +101,7 @@ pub(super) fn create_dir(path: &Path, overwrite: bool, private: bool) -> io::Res
 /// 255-byte limit of a name).
 const TMP_NAME_KEEP: usize = 200;
 /// What marks a temporary name: `.NAME.cairn-restore-XXXXXXXXXXXXXXXX`.
-pub(super) const TMP_MARK: &str = ".cairn-restore-";
+const TMP_MARK: &str = ".cairn-restore-";
 
 /// A temporary name beside `path`: `.NAME.cairn-restore-` and 16 random hex digits.
 fn temp_name(path: &Path) -> io::Result<std::path::PathBuf> {
