@@ -161,12 +161,10 @@ impl Drop for Tmpfs {
     }
 }
 
-/// The scenario of issue 11: a restore onto a file system too small for it. Every file is
-/// either restored exactly or absent and reported; none is left full-size and zero-filled with
-/// the snapshot's mtime.
-async fn full_file_system(target_fs: &Path) {
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
+/// The source of the full-file-system scenario, in `dir/src`, backed up to `dir/repo`: files
+/// of 150 to 770 KB and a sparse file (1 MiB hole, then 700 KB of data).
+async fn full_fs_source(dir: &Path) -> (Repository, Snapshot, Vec<PathBuf>) {
+    let src = dir.join("src");
     fs::create_dir_all(src.join("sub")).unwrap();
     let mut files = Vec::new();
     for i in 0..16u64 {
@@ -176,58 +174,88 @@ async fn full_file_system(target_fs: &Path) {
         fs::write(&p, noise(150_000 + i as usize * 41_000, i)).unwrap();
         files.push(p);
     }
-    // A sparse file: a hole, then data (holes cost no space, the data does).
     let sparse = src.join("sparse");
     let mut content = vec![0u8; 1 << 20];
     content.extend(noise(700_000, 99));
     fs::write(&sparse, &content).unwrap();
     files.push(sparse);
-    let repo = init_repo(dir.path(), small_options(1 << 20, 128 << 10)).await;
+    let repo = init_repo(dir, small_options(1 << 20, 128 << 10)).await;
     let s = snap(&repo, &src).await;
+    (repo, s, files)
+}
 
-    let target = target_fs.join("out");
-    let out = run(&repo, &s, &target, &RestoreOptions::default()).await;
-    let missing = check_all_or_nothing(&files, &target, &out);
-    assert!(missing > 0, "the file system was large enough: {out:?}");
+/// The scenario of issue 11: a restore where writes fail part way (`error`: the OS error
+/// expected). Every file is either restored exactly or absent and reported; none is left
+/// full-size and zero-filled with the snapshot's mtime.
+async fn restore_where_writes_fail(
+    repo: &Repository,
+    s: &Snapshot,
+    files: &[PathBuf],
+    target: &Path,
+    error: &str,
+) {
+    let out = run(repo, s, target, &RestoreOptions::default()).await;
+    let missing = check_all_or_nothing(files, target, &out);
+    assert!(missing > 0, "every write succeeded: {out:?}");
     assert!(out.files > 0, "nothing fit: {out:?}");
     assert!(
-        out.errors.iter().any(|e| e.contains("No space left")),
-        "{:?}",
+        out.errors.iter().any(|e| e.contains(error)),
+        "no {error:?}: {:?}",
         out.errors
     );
 }
 
+/// File size limit of the fallback below: half of the files are larger.
+const FSIZE_LIMIT: u64 = 450_000;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_onto_a_full_file_system() {
-    let dir = tempfile::tempdir().unwrap();
-    let mnt = dir.path().join("mnt");
-    if let Some(_fs) = Tmpfs::mount(&mnt, "2m") {
-        full_file_system(&mnt).await;
+    // The fallback's child: the same restore under a file size limit.
+    if let Some(dir) = std::env::var_os("CAIRN_TEST_FSIZE_DIR") {
+        let dir = Path::new(&dir);
+        let storage = open_storage(dir.join("repo").to_str().unwrap()).unwrap();
+        let repo = Repository::open(storage, cairn_testkit::PASSWORD)
+            .await
+            .unwrap();
+        let (_, s) = repo.list_snapshots().await.unwrap().pop().unwrap();
+        let files: Vec<PathBuf> = file_blobs(&repo, &s, &dir.join("src"))
+            .await
+            .into_keys()
+            .collect();
+        let target = dir.join("out");
+        restore_where_writes_fail(&repo, &s, &files, &target, "File too large").await;
         return;
     }
-    // Not root: again in a user and mount namespace of our own, where mounting is allowed.
-    if std::env::var_os("CAIRN_TEST_IN_NAMESPACE").is_some() {
-        panic!("no tmpfs even in a namespace of our own");
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, s, files) = full_fs_source(dir.path()).await;
+    let mnt = dir.path().join("mnt");
+    if let Some(_fs) = Tmpfs::mount(&mnt, "2m") {
+        let target = mnt.join("out");
+        restore_where_writes_fail(&repo, &s, &files, &target, "No space left").await;
+        return;
     }
-    let status = Command::new("unshare")
-        .arg("-Urm")
+    // No tmpfs (not root, or a container that may not mount): this test again, in a process
+    // whose writes past FSIZE_LIMIT fail with EFBIG as writes to a full disk fail with ENOSPC
+    // (SIGXFSZ, which would kill it, is ignored).
+    eprintln!("no tmpfs: writes fail through RLIMIT_FSIZE instead");
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; exec prlimit --fsize={FSIZE_LIMIT} \"$@\""
+        ))
+        .arg("sh")
         .arg(std::env::current_exe().unwrap())
         .args(["--exact", "restore_onto_a_full_file_system", "--nocapture"])
-        .env("CAIRN_TEST_IN_NAMESPACE", "1")
-        .status();
-    match status {
-        Ok(s) if s.success() => {}
-        // The test itself failed in the namespace.
-        Ok(s) if s.code() == Some(101) => panic!("failed in a namespace of our own: {s}"),
-        other if std::env::var_os("CAIRN_TEST_NO_TMPFS").is_some() => eprintln!(
-            "no tmpfs ({other:?}); CAIRN_TEST_NO_TMPFS is set: write failures are tested by \
-             examples/files/tests/restore_failures.rs (RLIMIT_FSIZE) only"
-        ),
-        other => panic!(
-            "no tmpfs could be mounted (not root, and `unshare -Urm` failed: {other:?}); set \
-             CAIRN_TEST_NO_TMPFS=1 to rely on cairn-files' RLIMIT_FSIZE test instead"
-        ),
-    }
+        .env("CAIRN_TEST_FSIZE_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        child.status.success() && String::from_utf8_lossy(&child.stdout).contains("1 passed"),
+        "under RLIMIT_FSIZE: {}\n{}\n{}",
+        child.status,
+        String::from_utf8_lossy(&child.stdout),
+        String::from_utf8_lossy(&child.stderr)
+    );
 }
 
 /// Flips a byte in the middle of `blob`'s envelope in its pack.
