@@ -164,6 +164,11 @@ fn quote(v: &str) -> String {
 }
 
 /// Restores a base backup into `target` (empty or missing) and writes recovery settings.
+///
+/// When some files could not be restored ([`RestoreOutcome::errors`], see
+/// [`mod@crate::restore`]), no recovery settings and no `recovery.signal` are written: an
+/// incomplete data directory must not look ready to start (PostgreSQL refuses to start on it
+/// instead of recovering into a cluster with files missing).
 pub async fn restore_base_backup(
     repo: &Repository,
     snapshot: &Snapshot,
@@ -189,7 +194,7 @@ pub async fn restore_base_backup(
     copy_owner(target, &target.join("pg_wal"))?;
     copy_owner(target, &status)?;
     place_tablespaces(target, &options.tablespace_map)?;
-    if let Some(recovery) = &options.recovery {
+    if let (Some(recovery), true) = (&options.recovery, outcome.errors.is_empty()) {
         write_recovery(target, recovery, options)?;
     }
     Ok(outcome)

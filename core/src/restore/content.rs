@@ -4,6 +4,9 @@
 //! and neighbouring blobs of one pack (gaps up to [`MAX_GAP`]) are merged into one ranged read
 //! of at most [`MAX_RANGE`] bytes (or one blob, when a blob is larger). A blob used by several
 //! files, or several times in one file, is fetched and opened once and written to each place.
+//! A ranged read that fails or comes back short is read again blob by blob ([`fetch`]): a
+//! truncated or partly unreadable pack costs only the blobs that cannot be read, and a blob
+//! that does not authenticate costs only itself.
 //!
 //! A block stored as a patch (a [`DeltaBlock`]) is restored in two passes: the first writes its
 //! base where the block belongs, like any other blob; the second, once every first-pass job has
@@ -39,6 +42,8 @@ pub(super) const MEMORY_BUDGET: u64 = 32 << 20;
 /// The same for a local directory, whose reads return at once: more bytes waiting for a
 /// writer would only raise peak memory (32 MiB with four workers: +20-30 MiB, no faster).
 pub(super) const MEMORY_BUDGET_LOCAL: u64 = 16 << 20;
+/// Blob reads in flight when a failed ranged read is retried blob by blob.
+const SINGLE_READS: usize = 4;
 /// Buffer pairs kept between jobs (at least the number of jobs applied at once).
 const MAX_SPARE_BUFFERS: usize = 8;
 /// Granularity of the memory budget's permits.
@@ -251,20 +256,18 @@ pub(super) async fn run(repo: &Repository, ctx: &Arc<Ctx>, jobs: Vec<Job>, threa
                 let want = u32::try_from(want).unwrap_or(u32::MAX).min(permits_total);
                 // The semaphores are never closed, so acquiring cannot fail.
                 let memory = budget.acquire_many_owned(want).await.ok();
-                let name = pack_name(&job.pack);
-                let (start, end) = (job.start, job.end);
-                let fetched =
-                    crate::packer::with_retries(|| repo.storage().get_range(&name, start..end))
-                        .await;
+                let fetched = fetch(repo, job).await;
                 let worker = workers.acquire_owned().await.ok();
                 let blocking_ctx = ctx.clone();
-                let places: Vec<usize> = job
-                    .blobs
+                let places: Vec<usize> = fetched
                     .iter()
+                    .flat_map(|(job, _)| &job.blobs)
                     .flat_map(|w| w.places.iter().map(|p| p.file))
                     .collect();
                 let done = tokio::task::spawn_blocking(move || {
-                    blocking_ctx.apply(job, fetched);
+                    for (job, bytes) in fetched {
+                        blocking_ctx.apply(job, bytes);
+                    }
                     drop(worker);
                     drop(memory);
                 })
@@ -281,6 +284,55 @@ pub(super) async fn run(repo: &Repository, ctx: &Arc<Ctx>, jobs: Vec<Job>, threa
         .buffer_unordered(threads * 2)
         .for_each(|()| async {})
         .await;
+}
+
+/// Reads the range of `job`. When that fails or comes back short (a truncated or damaged pack,
+/// a store that cut the read), each of its blobs is read alone, so that every blob that can
+/// still be read is used and only the others fail.
+async fn fetch(repo: &Repository, job: Job) -> Vec<(Job, Result<Bytes>)> {
+    let name = pack_name(&job.pack);
+    let get = |start: u64, end: u64| {
+        let name = &name;
+        crate::packer::with_retries(move || repo.storage().get_range(name, start..end))
+    };
+    let whole = get(job.start, job.end).await;
+    let complete = whole
+        .as_ref()
+        .is_ok_and(|b| b.len() as u64 == job.end - job.start);
+    if complete || job.blobs.len() < 2 {
+        return vec![(job, whole)];
+    }
+    drop(whole);
+    let Job { pack, blobs, .. } = job;
+    stream::iter(blobs)
+        .map(|w| async move {
+            let range = w.loc.entry(w.id).range();
+            let bytes = get(range.start, range.end).await;
+            let single = Job {
+                pack,
+                start: range.start,
+                end: range.end,
+                blobs: vec![w],
+            };
+            (single, bytes)
+        })
+        .buffered(SINGLE_READS)
+        .collect()
+        .await
+}
+
+/// Reads into `buf` from `offset` up to the end of the file; what lies past it stays as it is.
+fn read_at_most(f: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    let mut done = 0;
+    while let Some(rest) = buf.get_mut(done..).filter(|r| !r.is_empty()) {
+        match f.read_at(rest, offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn is_zero(buf: &[u8]) -> bool {
@@ -325,7 +377,7 @@ impl Ctx {
                 role,
             } in &w.places
             {
-                // Sparse files are created at their size, so skipped zeros read back as zeros.
+                // Skipped zeros read back as zeros: the file gets its size when it is finished.
                 let written = match role {
                     Role::Whole => match self.direct_file(fi) {
                         Ok(Some(df)) => df.write(offset, &plain, zero).map(|()| plain.len()),
@@ -343,18 +395,18 @@ impl Ctx {
                     }
                 };
                 match written {
-                    Ok(n) => {
-                        let n = n as u64;
-                        self.counts.bytes.fetch_add(n, Ordering::Relaxed);
-                        self.progress.bytes_done(n);
-                    }
+                    Ok(n) => self.progress.bytes_done(n as u64),
                     Err(e) => self.fail_file(fi, format!("write at offset {offset}: {e}")),
                 }
                 if self.place_done_keep(fi) {
-                    if open.as_ref().is_some_and(|(f, _)| *f == fi) {
-                        open = None;
-                    }
-                    self.finish_file(fi);
+                    let mine = match open.take() {
+                        Some((f, file)) if f == fi => Some(file),
+                        other => {
+                            open = other;
+                            None
+                        }
+                    };
+                    self.finish_file(fi, mine.as_ref());
                 }
             }
         }
@@ -375,7 +427,7 @@ impl Ctx {
             .lock()
             .map_err(|_| std::io::Error::other("direct slot poisoned"))?;
         if matches!(*slot, DirectSlot::Untried) {
-            *slot = match DirectFile::open(&f.path, f.node.size)? {
+            *slot = match DirectFile::open(self.tmp_path(fi)?, f.node.size)? {
                 Some(df) => {
                     self.counts.direct_files.fetch_add(1, Ordering::Relaxed);
                     DirectSlot::Open(Arc::new(df))
@@ -420,7 +472,8 @@ impl Ctx {
         open: &mut Option<(usize, File)>,
     ) -> std::io::Result<usize> {
         let mut base = vec![0u8; d.len as usize];
-        self.with_file(fi, open, |f| f.read_exact_at(&mut base, offset))?;
+        // A base of zeros left as a hole at the end is not in the file yet: zeros.
+        self.with_file(fi, open, |f| read_at_most(f, &mut base, offset))?;
         let rebuilt = crate::repo::rebuild_block(&self.repo.key().id_key(), block, d, &base, patch)
             .map_err(std::io::Error::other)?;
         self.write(fi, offset, &rebuilt, open)?;
@@ -445,10 +498,7 @@ impl Ctx {
         op: impl FnOnce(&File) -> std::io::Result<T>,
     ) -> std::io::Result<T> {
         if open.as_ref().is_none_or(|(f, _)| *f != fi) {
-            let path = match self.files.get(fi) {
-                Some(f) => &f.path,
-                None => return Err(std::io::Error::other("no such file in the plan")),
-            };
+            let path = self.tmp_path(fi)?;
             *open = None;
             *open = Some((fi, fsops::open_for_write(path)?));
         }
@@ -471,7 +521,7 @@ impl Ctx {
     /// One chunk of a file is accounted (written or failed); finishes the file after its last.
     pub(super) fn place_done(&self, fi: usize) {
         if self.place_done_keep(fi) {
-            self.finish_file(fi);
+            self.finish_file(fi, None);
         }
     }
 

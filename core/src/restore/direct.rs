@@ -61,8 +61,8 @@ pub(super) struct DirectFile {
 }
 
 impl DirectFile {
-    /// Opens `path` (already created at `size`, never through a symlink) for `O_DIRECT`
-    /// writes; `None` when the file system refuses `O_DIRECT`.
+    /// Opens `path` (already created, never through a symlink) for `O_DIRECT` writes of a
+    /// file of `size` bytes; `None` when the file system refuses `O_DIRECT`.
     pub(super) fn open(path: &Path, size: u64) -> io::Result<Option<Self>> {
         if !pages_are_4k() {
             return Ok(None);
@@ -91,7 +91,7 @@ impl DirectFile {
             .filter(|&end| end <= self.size)
             .ok_or_else(|| io::Error::other("write past the end of the file"))?;
         if zero {
-            // The file was created at its size: unwritten bytes read as zeros.
+            // Unwritten bytes read as zeros (`finish` sets the size).
             return Ok(());
         }
         let part = |from: u64, to: u64| {
@@ -143,7 +143,8 @@ impl DirectFile {
         })
     }
 
-    /// Cuts the file back to its size (a padded last block may have grown it).
+    /// Gives the file its size: cut back where a padded last block grew it, extended where it
+    /// ends in a hole.
     pub(super) fn finish(&self) -> io::Result<()> {
         self.direct.set_len(self.size)
     }

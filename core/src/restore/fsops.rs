@@ -97,26 +97,112 @@ pub(super) fn create_dir(path: &Path, overwrite: bool, private: bool) -> io::Res
     })
 }
 
-/// Creates an empty regular file of `size` bytes (a hole until written). Fails rather than
-/// follow a symlink put at `path` after it was cleared.
-pub(super) fn create_file(
-    path: &Path,
-    size: u64,
-    overwrite: bool,
-    private: bool,
-) -> io::Result<()> {
-    create_with(path, false, overwrite, || {
-        let f = OpenOptions::new()
+/// Longest part of an entry's name kept in its temporary name (which must stay within the
+/// 255-byte limit of a name).
+const TMP_NAME_KEEP: usize = 200;
+/// What marks a temporary name: `.NAME.cairn-restore-XXXXXXXXXXXXXXXX`.
+const TMP_MARK: &str = ".cairn-restore-";
+
+/// A temporary name beside `path`: `.NAME.cairn-restore-` and 16 random hex digits.
+fn temp_name(path: &Path) -> io::Result<std::path::PathBuf> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "no file name"));
+    };
+    let name = name.as_bytes();
+    let mut tmp = Vec::with_capacity(TMP_NAME_KEEP + 40);
+    tmp.push(b'.');
+    tmp.extend_from_slice(name.get(..TMP_NAME_KEEP).unwrap_or(name));
+    tmp.extend_from_slice(format!("{TMP_MARK}{:016x}", rand::random::<u64>()).as_bytes());
+    Ok(dir.join(OsStr::from_bytes(&tmp)))
+}
+
+/// Creates an empty regular file under a new temporary name beside `path` (see
+/// [`temp_name`]), where its content is written; [`publish`] gives it its name once it is
+/// complete, [`discard`] removes it otherwise. Nothing at `path` is touched.
+pub(super) fn create_temp(path: &Path, private: bool) -> io::Result<std::path::PathBuf> {
+    loop {
+        let tmp = temp_name(path)?;
+        let made = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(if private { 0o600 } else { 0o666 })
             .custom_flags(OFlag::O_NOFOLLOW.bits())
-            .open(path)?;
-        if size > 0 {
-            f.set_len(size)?;
+            .open(&tmp);
+        match made {
+            Ok(_) => return Ok(tmp),
+            // 64 random bits: met only if someone plants names.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
         }
-        Ok(())
-    })
+    }
+}
+
+fn already_exists() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "already exists (restore with overwrite to replace it)",
+    )
+}
+
+/// Renames `tmp` to `path` unless something is there.
+fn rename_noreplace(tmp: &Path, path: &Path) -> io::Result<()> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+        match renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RenameFlags::RENAME_NOREPLACE) {
+            Ok(()) => return Ok(()),
+            Err(nix::errno::Errno::EEXIST) => return Err(already_exists()),
+            // File systems that cannot refuse atomically: check, then rename (the target was
+            // checked empty, so only a concurrent writer could slip in between).
+            Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => {}
+            Err(e) => return Err(nix_io(e)),
+        }
+    }
+    match fs::symlink_metadata(path) {
+        Ok(_) => Err(already_exists()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::rename(tmp, path),
+        Err(e) => Err(e),
+    }
+}
+
+/// Gives the complete file at `tmp` its name `path`, in one step: whatever `path` was (with
+/// `overwrite`; otherwise it must not exist) stays there, intact, until that moment. A
+/// directory in the way (only with `overwrite`) is removed first.
+pub(super) fn publish(tmp: &Path, path: &Path, overwrite: bool) -> io::Result<()> {
+    if !overwrite {
+        return rename_noreplace(tmp, path);
+    }
+    // rename(2) replaces files, symlinks (not followed) and special files atomically; a
+    // directory in the way makes it fail.
+    match fs::rename(tmp, path) {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(nix::libc::EISDIR | nix::libc::ENOTEMPTY | nix::libc::EEXIST)
+            ) =>
+        {
+            clear(path, false, true)?;
+            fs::rename(tmp, path)
+        }
+        other => other,
+    }
+}
+
+/// Removes the temporary file of an entry that could not be restored.
+pub(super) fn discard(tmp: &Path) -> io::Result<()> {
+    match fs::remove_file(tmp) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Gives the file at `tmp` its final `size` (through `open` when the caller has it open).
+pub(super) fn set_size(tmp: &Path, size: u64, open: Option<&File>) -> io::Result<()> {
+    match open {
+        Some(f) => f.set_len(size),
+        None if size == 0 => Ok(()),
+        None => open_for_write(tmp)?.set_len(size),
+    }
 }
 
 /// Opens a restored file for writing its content, never through a symlink.
@@ -129,10 +215,30 @@ pub(super) fn open_for_write(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// Adds another name for the file at `first`.
+/// Makes an entry with `make` under a temporary name beside `path`, then [`publish`]es it: an
+/// entry replaced with `overwrite` is kept if making the new one fails.
+fn make_then_publish(
+    path: &Path,
+    overwrite: bool,
+    make: impl Fn(&Path) -> io::Result<()>,
+) -> io::Result<()> {
+    let tmp = loop {
+        let tmp = temp_name(path)?;
+        match make(&tmp) {
+            Ok(()) => break tmp,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    publish(&tmp, path, overwrite).inspect_err(|_| {
+        let _ = discard(&tmp);
+    })
+}
+
+/// Adds another name, `path`, for the restored file at `first`.
 pub(super) fn hard_link(first: &Path, path: &Path, overwrite: bool) -> io::Result<()> {
-    // linkat without AT_SYMLINK_FOLLOW: links `first` itself, which is the file just made.
-    create_with(path, false, overwrite, || fs::hard_link(first, path))
+    // linkat without AT_SYMLINK_FOLLOW: links `first` itself, which is the file restored.
+    make_then_publish(path, overwrite, |tmp| fs::hard_link(first, tmp))
 }
 
 /// What happened to a non-regular, non-directory entry.
@@ -150,7 +256,8 @@ fn nix_io(e: nix::errno::Errno) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
 }
 
-/// Creates a symlink, fifo or device node (device nodes need root; sockets are skipped).
+/// Creates a symlink, fifo or device node (device nodes need root; sockets are skipped), under a
+/// temporary name first, so that what it replaces (with `overwrite`) is kept if that fails.
 pub(super) fn create_special(
     path: &Path,
     node: &Node,
@@ -160,14 +267,14 @@ pub(super) fn create_special(
     let private = Mode::from_bits_truncate(0o600);
     match node.kind {
         NodeKind::Symlink => {
-            create_with(path, false, overwrite, || {
-                std::os::unix::fs::symlink(OsStr::from_bytes(&node.target), path)
+            make_then_publish(path, overwrite, |tmp| {
+                std::os::unix::fs::symlink(OsStr::from_bytes(&node.target), tmp)
             })?;
             Ok(Special::Symlink)
         }
         NodeKind::Fifo => {
-            create_with(path, false, overwrite, || {
-                nix::unistd::mkfifo(path, private).map_err(nix_io)
+            make_then_publish(path, overwrite, |tmp| {
+                nix::unistd::mkfifo(tmp, private).map_err(nix_io)
             })?;
             Ok(Special::Created)
         }
@@ -182,8 +289,8 @@ pub(super) fn create_special(
             } else {
                 SFlag::S_IFCHR
             };
-            create_with(path, false, overwrite, || {
-                nix::sys::stat::mknod(path, kind, private, node.rdev).map_err(nix_io)
+            make_then_publish(path, overwrite, |tmp| {
+                nix::sys::stat::mknod(tmp, kind, private, node.rdev).map_err(nix_io)
             })?;
             Ok(Special::Created)
         }

@@ -3,15 +3,19 @@
 //! ```text
 //! plan   walk the snapshot's trees (16 reads in flight): directories, files with their content
 //!        blob ids, symlinks and special files, hard links grouped by (device, inode)
-//! create directories (parents first), then files (empty, pre-sized: holes until written),
-//!        symlinks, fifos, device nodes (in parallel), then hard links
+//! create directories (parents first), then each file empty under a temporary name beside its
+//!        own (`.NAME.cairn-restore-` and 16 random hex digits), symlinks, fifos, device nodes
+//!        (in parallel)
 //! fetch  blobs located in the index, grouped by pack, neighbouring blobs merged into one
-//!        ranged read; each envelope opened (authenticated, checked against its blob id) and
-//!        its plaintext written at each of its places with pwrite (files of 8 MiB and more:
-//!        whole blocks with O_DIRECT, see `direct`); all-zero chunks skipped (holes) when
-//!        sparse
-//! finish a file's metadata as soon as its last chunk is written; directories' metadata last,
-//!        deepest first, so their times stick
+//!        ranged read (one that fails or comes back short is read again blob by blob); each
+//!        envelope opened (authenticated, checked against its blob id) and its plaintext
+//!        written at each of its places with pwrite (files of 8 MiB and more: whole blocks
+//!        with O_DIRECT, see `direct`); all-zero chunks skipped (holes) when sparse
+//! finish a file as soon as its last chunk is accounted: complete, it gets its size and
+//!        metadata and is renamed to its name (replacing what was there, with `overwrite`);
+//!        otherwise its temporary file is removed
+//! link   further names of hard-linked files whose first name was restored
+//!        then directories' metadata last, deepest first, so their times stick
 //! ```
 //!
 //! Memory is bounded whatever the snapshot's size, apart from the plan (a node per entry):
@@ -25,35 +29,36 @@
 //! format refuses others), symlinks found in the target are never followed (they are replaced,
 //! with `overwrite`, or refused), and files are opened with `O_NOFOLLOW`.
 //!
-//! A damaged or missing blob, or an entry that cannot be created, is recorded in
-//! [`RestoreOutcome::errors`] (naming the file, the blob and the pack) and the rest of the
-//! restore goes on. Metadata that cannot be applied (an xattr the file system refuses, an owner
-//! when not root), skipped sockets and device nodes are warnings, reported through
-//! [`Progress::warn`] only.
+//! A file is at its name only when all of its content was read, authenticated and written:
+//! a damaged or missing blob, a failed or short write (a full file system), anything that
+//! stops a file from being complete leaves nothing at its name (with `overwrite`, what was
+//! there stays as it was) and is recorded in [`RestoreOutcome::errors`] (naming the file, the
+//! blob and the pack); the rest of the restore goes on. A restore that is killed leaves its
+//! unfinished files under their temporary names. Metadata that cannot be applied (an xattr the
+//! file system refuses, an owner when not root), skipped sockets and device nodes are
+//! warnings, reported through [`Progress::warn`] only.
 
 mod content;
 mod direct;
+mod dump;
 mod fsops;
 mod plan;
 
+pub use dump::dump;
+
 use std::collections::HashSet;
-use std::io::Write;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use cairn_format::{FormatError, NodeKind, Snapshot};
-use futures::StreamExt;
-use futures::stream;
+use cairn_format::Snapshot;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use plan::Entry;
-
-/// Blobs read ahead by [`dump`].
-const DUMP_PREFETCH: usize = 4;
 
 /// Options of [`restore`].
 #[derive(Debug, Clone)]
@@ -71,7 +76,9 @@ pub struct RestoreOptions {
     /// Leave all-zero chunks as holes instead of writing them. Default: true.
     pub sparse: bool,
     /// Write into an existing non-empty target directory, replacing entries of the same name.
-    /// Default: false ([`Error::AlreadyExists`]).
+    /// A file (or hard link) replaces what is there only once its content is complete, in
+    /// one rename; a file that fails leaves it as it was. Default: false
+    /// ([`Error::AlreadyExists`]).
     pub overwrite: bool,
     /// Write files of 8 MiB and more with `O_DIRECT` where the file system allows it: past the
     /// page cache, from reused buffers (buffered writes copy every byte into new cache pages,
@@ -96,7 +103,8 @@ impl Default for RestoreOptions {
 /// What a restore did.
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOutcome {
-    /// Regular files created (a hard-linked file once).
+    /// Regular files restored completely, content verified, at their names (a hard-linked file
+    /// once).
     pub files: u64,
     /// Directories created or reused.
     pub dirs: u64,
@@ -106,11 +114,15 @@ pub struct RestoreOutcome {
     pub special: u64,
     /// Additional names of hard-linked files.
     pub hardlinks: u64,
-    /// Content bytes restored (holes included).
+    /// Content bytes of the files restored (holes included; files that failed not counted).
     pub bytes: u64,
     /// Files whose content was written with `O_DIRECT` ([`RestoreOptions::direct_io`]).
     pub direct_files: u64,
-    /// Entries not (fully) restored, each naming the path and what failed.
+    /// Regular files and hard-link names not restored: nothing was written at their names (with
+    /// `overwrite`, what was there is left as it was). Those below a directory that could not
+    /// be created count too, and are named by that directory's entry in `errors`.
+    pub failed_files: u64,
+    /// Entries not restored, one line each, naming the path and what failed.
     pub errors: Vec<String>,
 }
 
@@ -123,12 +135,17 @@ struct Counts {
     hardlinks: AtomicU64,
     bytes: AtomicU64,
     direct_files: AtomicU64,
+    failed_files: AtomicU64,
 }
 
 /// Progress of one regular file.
 #[derive(Debug, Default)]
 struct FileState {
     created: AtomicBool,
+    /// The temporary name the content is written under (set when created).
+    tmp: OnceLock<PathBuf>,
+    /// Complete and at its name.
+    restored: AtomicBool,
     /// Chunks not yet accounted (written or failed).
     remaining: AtomicUsize,
     failures: AtomicU64,
@@ -182,9 +199,23 @@ impl Ctx {
         }
     }
 
-    /// A file's content is complete (or failed): metadata, error entry, progress.
-    fn finish_file(&self, fi: usize) {
+    /// The temporary name file `fi`'s content is written under.
+    fn tmp_path(&self, fi: usize) -> std::io::Result<&Path> {
+        self.state
+            .get(fi)
+            .and_then(|s| s.tmp.get())
+            .map(PathBuf::as_path)
+            .ok_or_else(|| std::io::Error::other("file not created"))
+    }
+
+    /// A file's content is complete (or failed). Complete: its size, metadata and name are
+    /// given to it. Failed: its temporary file is removed and the error recorded; nothing is
+    /// written at its name. `open`: the file, when the caller has it open.
+    fn finish_file(&self, fi: usize, open: Option<&File>) {
         let (Some(f), Some(s)) = (self.files.get(fi), self.state.get(fi)) else {
+            return;
+        };
+        let Some(tmp) = s.tmp.get() else {
             return;
         };
         let direct = self
@@ -192,43 +223,58 @@ impl Ctx {
             .get(fi)
             .and_then(|slot| slot.lock().ok())
             .map(|mut slot| std::mem::replace(&mut *slot, DirectSlot::Buffered));
-        if let Some(DirectSlot::Open(df)) = direct {
-            if let Err(e) = df.finish() {
-                self.fail_file(fi, format!("finishing the file: {e}"));
-            }
-        }
-        if self.metadata {
-            for w in fsops::apply_metadata(&f.path, &f.node, self.is_root) {
-                self.progress.warn(&f.path, &w);
-            }
-        }
-        let failures = s.failures.load(Ordering::Relaxed);
-        if failures > 0 {
-            let first = s.first_failure.get().cloned().unwrap_or_default();
-            let msg = if failures == 1 {
-                format!("content not restored: {first}")
-            } else {
-                format!("content not restored ({failures} problems; first: {first})")
+        let failed = || s.failures.load(Ordering::Acquire) > 0;
+        if !failed() {
+            // Sparse files end in a hole, and the last direct block was padded.
+            let sized = match direct {
+                Some(DirectSlot::Open(df)) => df.finish(),
+                _ => fsops::set_size(tmp, f.node.size, open),
             };
+            if let Err(e) = sized {
+                self.fail_file(fi, format!("setting its size: {e}"));
+            }
+        }
+        if !failed() {
+            if self.metadata {
+                for w in fsops::apply_metadata(tmp, &f.node, self.is_root) {
+                    self.progress.warn(&f.path, &w);
+                }
+            }
+            match fsops::publish(tmp, &f.path, self.overwrite) {
+                Ok(()) => {
+                    s.restored.store(true, Ordering::Release);
+                    self.counts.files.fetch_add(1, Ordering::Relaxed);
+                    self.counts.bytes.fetch_add(f.node.size, Ordering::Relaxed);
+                }
+                Err(e) => self.fail_file(fi, format!("cannot put it in place: {e}")),
+            }
+        }
+        if failed() {
+            self.counts.failed_files.fetch_add(1, Ordering::Relaxed);
+            let failures = s.failures.load(Ordering::Acquire);
+            let first = s.first_failure.get().cloned().unwrap_or_default();
+            let mut msg = if failures == 1 {
+                format!("not restored: {first}")
+            } else {
+                format!("not restored ({failures} problems; first: {first})")
+            };
+            if let Err(e) = fsops::discard(tmp) {
+                msg.push_str(&format!(
+                    "; its partial content is left in {}: {e}",
+                    tmp.display()
+                ));
+            }
             self.error(&f.path, msg);
         }
         self.progress.item(&f.path);
         self.progress.items_done(1);
     }
 
-    /// Creates directories, files, special files and hard links; returns which directories
-    /// exist. Entries below a directory that could not be created are skipped silently (the
-    /// directory's error names them).
-    fn create(
-        &self,
-        dirs: &[(usize, Entry)],
-        others: &[Entry],
-        links: &[(Entry, usize)],
-    ) -> Vec<bool> {
+    /// Creates directories, the temporary files of regular files, and special files; returns
+    /// which directories exist. Entries below a directory that could not be created are
+    /// skipped (the directory's error names them).
+    fn create(&self, dirs: &[(usize, Entry)], others: &[Entry]) -> Vec<bool> {
         let mut failed: HashSet<&Path> = HashSet::new();
-        let parent_failed = |failed: &HashSet<&Path>, p: &Path| {
-            p.parent().is_some_and(|parent| failed.contains(parent))
-        };
         let mut dir_ok = Vec::with_capacity(dirs.len());
         for (_, d) in dirs {
             if parent_failed(&failed, &d.path) {
@@ -250,18 +296,20 @@ impl Ctx {
         }
         self.files.par_iter().enumerate().for_each(|(fi, f)| {
             if parent_failed(&failed, &f.path) {
+                self.counts.failed_files.fetch_add(1, Ordering::Relaxed);
                 self.progress.items_done(1);
                 return;
             }
-            match fsops::create_file(&f.path, f.node.size, self.overwrite, self.metadata) {
-                Ok(()) => {
+            match fsops::create_temp(&f.path, self.metadata) {
+                Ok(tmp) => {
                     if let Some(s) = self.state.get(fi) {
+                        let _ = s.tmp.set(tmp);
                         s.created.store(true, Ordering::Relaxed);
                     }
-                    self.counts.files.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
-                    self.error(&f.path, format!("cannot create file: {e}"));
+                    self.counts.failed_files.fetch_add(1, Ordering::Relaxed);
+                    self.error(&f.path, format!("not restored: cannot create it: {e}"));
                     self.progress.items_done(1);
                 }
             }
@@ -288,40 +336,60 @@ impl Ctx {
                 Err(e) => self.error(&o.path, format!("cannot create {:?}: {e}", o.node.kind)),
             }
         });
+        dir_ok
+    }
+
+    /// Creates the further names of hard-linked files whose first name was restored.
+    fn link(&self, links: &[(Entry, usize)], dirs: &[(usize, Entry)], dir_ok: &[bool]) {
+        let failed: HashSet<&Path> = dirs
+            .iter()
+            .zip(dir_ok)
+            .filter(|(_, ok)| !**ok)
+            .map(|((_, d), _)| d.path.as_path())
+            .collect();
         for (l, first) in links {
             if parent_failed(&failed, &l.path) {
+                self.counts.failed_files.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let created = self
+            let restored = self
                 .state
                 .get(*first)
-                .is_some_and(|s| s.created.load(Ordering::Relaxed));
-            let Some(target) = self.files.get(*first).filter(|_| created) else {
-                self.error(
-                    &l.path,
-                    "hard link not created: its first name was not restored".into(),
-                );
-                continue;
+                .is_some_and(|s| s.restored.load(Ordering::Acquire));
+            let target = self.files.get(*first).map(|f| f.path.as_path());
+            let made = match target {
+                Some(t) if restored => fsops::hard_link(t, &l.path, self.overwrite)
+                    .map_err(|e| format!("cannot link to {}: {e}", t.display())),
+                Some(t) => Err(format!(
+                    "hard link to {}, which was not restored",
+                    t.display()
+                )),
+                None => Err("hard link to an unknown file".into()),
             };
-            match fsops::hard_link(&target.path, &l.path, self.overwrite) {
+            match made {
                 Ok(()) => {
                     self.counts.hardlinks.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(e) => self.error(
-                    &l.path,
-                    format!("cannot link to {}: {e}", target.path.display()),
-                ),
+                Err(e) => {
+                    self.counts.failed_files.fetch_add(1, Ordering::Relaxed);
+                    self.error(&l.path, format!("not restored: {e}"));
+                }
             }
         }
-        dir_ok
     }
+}
+
+/// True when the parent directory of `p` could not be created.
+fn parent_failed(failed: &HashSet<&Path>, p: &Path) -> bool {
+    p.parent().is_some_and(|parent| failed.contains(parent))
 }
 
 /// Restores `snapshot` (or its `include` paths) into `target`, recreating the snapshot's
 /// absolute paths below it (a backup of `/a/b` restores to `target/a/b`).
 ///
 /// Returns `Ok` with [`RestoreOutcome::errors`] when some entries could not be restored (a
-/// damaged or missing blob, a file that cannot be created); `Err` when nothing can be: the
+/// damaged or missing blob, a file that cannot be created or written); such files are left
+/// out, nothing at their names (see the module documentation). `Err` when nothing can be: the
 /// snapshot's root tree (or the way to an include path) is unreadable, an include path is not
 /// in the snapshot ([`Error::NotFound`]), or the target is not empty and `overwrite` is off
 /// ([`Error::AlreadyExists`]).
@@ -410,13 +478,13 @@ pub async fn restore(
 
     // Create every entry, then plan the reads (both blocking work).
     let work = ctx.clone();
-    let (dirs, dir_ok, jobs) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let (dirs, dir_ok, links, jobs) = tokio::task::spawn_blocking(move || -> Result<_> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("cairn-restore-{i}"))
             .build()
             .map_err(|e| Error::Invalid(format!("thread pool: {e}")))?;
-        let dir_ok = pool.install(|| work.create(&dirs, &others, &links));
+        let dir_ok = pool.install(|| work.create(&dirs, &others));
         let jobs = {
             let index = index
                 .read()
@@ -426,10 +494,10 @@ pub async fn restore(
         // Files without content to fetch (empty, or whose chunks are all unknown) are done.
         for (fi, s) in work.state.iter().enumerate() {
             if s.created.load(Ordering::Relaxed) && s.remaining.load(Ordering::Relaxed) == 0 {
-                work.finish_file(fi);
+                work.finish_file(fi, None);
             }
         }
-        Ok((dirs, dir_ok, jobs))
+        Ok((dirs, dir_ok, links, jobs))
     })
     .await
     .map_err(|e| Error::Invalid(format!("restore worker failed: {e}")))??;
@@ -439,10 +507,12 @@ pub async fn restore(
     content::run(repo, &ctx, whole, threads).await;
     content::run(repo, &ctx, patches, threads).await;
 
-    // Directory metadata last, deepest first, so that nothing written below changes it again.
-    if ctx.metadata {
-        let work = ctx.clone();
-        tokio::task::spawn_blocking(move || {
+    // Hard links once their files are in place; directory metadata last, deepest first, so
+    // that nothing written below changes it again.
+    let work = ctx.clone();
+    tokio::task::spawn_blocking(move || {
+        work.link(&links, &dirs, &dir_ok);
+        if work.metadata {
             for ((_, d), ok) in dirs.iter().zip(dir_ok).rev() {
                 if ok {
                     for w in fsops::apply_metadata(&d.path, &d.node, work.is_root) {
@@ -450,10 +520,10 @@ pub async fn restore(
                     }
                 }
             }
-        })
-        .await
-        .map_err(|e| Error::Invalid(format!("restore worker failed: {e}")))?;
-    }
+        }
+    })
+    .await
+    .map_err(|e| Error::Invalid(format!("restore worker failed: {e}")))?;
     progress.finish("restore");
 
     let c = &ctx.counts;
@@ -466,61 +536,7 @@ pub async fn restore(
         hardlinks: c.hardlinks.load(Ordering::Relaxed),
         bytes: c.bytes.load(Ordering::Relaxed),
         direct_files: c.direct_files.load(Ordering::Relaxed),
+        failed_files: c.failed_files.load(Ordering::Relaxed),
         errors,
     })
-}
-
-/// Writes the content of the file at `path` in `snapshot` to `out`, every blob verified;
-/// returns the number of bytes written. A directory (or another non-regular file) is
-/// [`Error::Invalid`]; a missing path is [`Error::NotFound`]; a damaged blob fails the dump.
-pub async fn dump(
-    repo: &Repository,
-    snapshot: &Snapshot,
-    path: &str,
-    out: &mut (dyn Write + Send),
-) -> Result<u64> {
-    let node = match crate::walk::resolve(repo, snapshot.tree, path).await? {
-        Some(n) if n.kind == NodeKind::File => n,
-        None => {
-            return Err(Error::Invalid(format!(
-                "{path} is a directory; dump writes the content of one file"
-            )));
-        }
-        Some(n) if n.kind == NodeKind::Dir => {
-            return Err(Error::Invalid(format!(
-                "{path} is a directory; dump writes the content of one file"
-            )));
-        }
-        Some(n) => {
-            return Err(Error::Invalid(format!(
-                "{path} is not a regular file ({:?})",
-                n.kind
-            )));
-        }
-    };
-    let node = &node;
-    let mut blobs = stream::iter(0..node.content.len())
-        .map(|i| repo.read_content_block(node, i))
-        .buffered(DUMP_PREFETCH);
-    let mut written = 0u64;
-    while let Some(plain) = blobs.next().await {
-        let plain = plain?;
-        out.write_all(&plain)
-            .map_err(|e| Error::io("<dump output>", e))?;
-        written += plain.len() as u64;
-    }
-    out.flush().map_err(|e| Error::io("<dump output>", e))?;
-    if written != node.size {
-        return Err(Error::Corrupt {
-            object: format!("{path} in the snapshot"),
-            source: FormatError::Malformed {
-                what: "file content",
-                reason: format!(
-                    "content is {written} bytes, the snapshot records {}",
-                    node.size
-                ),
-            },
-        });
-    }
-    Ok(written)
 }

@@ -183,19 +183,24 @@ pub(crate) async fn restore(
                 "hardlinks": out.hardlinks,
                 "bytes": out.bytes,
                 "direct_files": out.direct_files,
+                "failed_files": out.failed_files,
                 "errors": out.errors,
                 "exit_code": code,
             })
         );
     } else {
-        print_held(&reporter);
+        // Errors were reported as warnings too, while the restore ran: each once, as an error.
+        let errors: std::collections::HashSet<&String> = out.errors.iter().collect();
+        for w in reporter.held_warnings() {
+            if !errors.contains(&w) {
+                eprintln!("warning: {w}");
+            }
+        }
         for e in &out.errors {
             eprintln!("error: {e}");
         }
-        println!(
-            "restored snapshot {} to {}: {} files, {} dirs, {} symlinks, {} special, {} hard links, {}",
-            id.short(),
-            target.display(),
+        let counts = format!(
+            "{} files, {} dirs, {} symlinks, {} special, {} hard links, {}",
             out.files,
             out.dirs,
             out.symlinks,
@@ -203,9 +208,24 @@ pub(crate) async fn restore(
             out.hardlinks,
             bytes(out.bytes)
         );
-        if !out.errors.is_empty() {
+        if out.errors.is_empty() {
+            println!(
+                "restored snapshot {} to {}: {counts}",
+                id.short(),
+                target.display()
+            );
+        } else {
+            println!(
+                "restored snapshot {} to {} INCOMPLETELY: {counts}; NOT restored: {} files \
+                 ({} entries listed on standard error)",
+                id.short(),
+                target.display(),
+                out.failed_files,
+                out.errors.len()
+            );
             eprintln!(
-                "cairn-files: {} entries could not be restored (exit code {code})",
+                "cairn-files: {} entries could not be restored (listed above); none was left \
+                 at its name half-written (exit code {code})",
                 out.errors.len()
             );
         }

@@ -104,7 +104,9 @@ enum Command {
     /// Restore a snapshot into a directory.
     #[command(
         after_help = "Exit code 5: some entries could not be restored (damaged or missing \
-data, or files that could not be created); they are listed, the rest is restored."
+data, or files that could not be created or written, e.g. on a full disk); they are listed and \
+left out (a file is written under a temporary name and renamed only when complete), the rest \
+is restored."
     )]
     Restore {
         /// The snapshot.
