@@ -440,7 +440,7 @@ async fn run(cli: Cli) -> cairn::Result<()> {
                     object: format!("base backup {}", sid.short()),
                     source: cairn::format::FormatError::Malformed {
                         what: "restore",
-                        reason: format!("{} file(s) could not be restored", out.errors.len()),
+                        reason: format!("{} file(s) could not be restored", out.failed_files),
                     },
                 });
             }
