@@ -163,12 +163,13 @@ async fn execution_racing_the_snapshot_write_is_caught_after_it() {
     stream_backup(&repo, d2.clone()).await.unwrap();
 
     let pruner = repo.clone();
-    let hooked = Arc::new(BeforeSnapshotPut {
-        inner: repo.storage().clone(),
-        hook: Mutex::new(Some(Box::pin(async move {
+    let hooked = Hooked::new(
+        repo.storage().clone(),
+        "put",
+        Some(Box::pin(async move {
             forget_and_delete(&pruner).await;
-        }))),
-    });
+        })),
+    );
     let racing = Repository::open(hooked, PASSWORD).await.unwrap();
     let r = stream_backup(&racing, d1.clone()).await;
     match &r {
@@ -200,10 +201,7 @@ async fn due_plan_condemning_a_used_pack_refuses_the_snapshot() {
     stream_backup(&repo, d2.clone()).await.unwrap();
 
     let pruner = repo.clone();
-    let hooked = Arc::new(BeforeSnapshotPut {
-        inner: repo.storage().clone(),
-        hook: Mutex::new(None),
-    });
+    let hooked = Hooked::new(repo.storage().clone(), "put", None);
     let racing = Repository::open(hooked.clone(), PASSWORD).await.unwrap();
     let mut keep = KeepPolicy::default();
     keep.last = 1;
@@ -248,33 +246,104 @@ async fn prune_refuses_a_grace_below_the_minimum_unless_allowed() {
     prune(&repo, &o, Arc::new(NoProgress)).await.unwrap();
 }
 
+/// `tag` rewrites a snapshot (new object, old one deleted) while prune reads the snapshots:
+/// prune lists again and finds the copy, so the data it needs is not condemned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_does_not_miss_a_snapshot_retagged_while_it_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = init_repo(dir.path(), small_options(256 * 1024, 64 * 1024)).await;
+    let d = noise(800_000, 11);
+    let only = stream_backup(&repo, d.clone()).await.unwrap();
+    let tagger = repo.clone();
+    let id = only.id;
+    let hooked = Hooked::new(
+        repo.storage().clone(),
+        "get",
+        Some(Box::pin(async move {
+            cairn::forget::retag(&tagger, &id, &["permanent".into()], &[])
+                .await
+                .unwrap();
+        })),
+    );
+    let pruning = Repository::open(hooked, PASSWORD).await.unwrap();
+    for _ in 0..2 {
+        let r = prune(&pruning, &short_grace(), Arc::new(NoProgress))
+            .await
+            .unwrap();
+        assert_eq!(r.packs_condemned + r.packs_deleted, 0, "{r:?}");
+    }
+    let (latest_id, latest) = repo.find_snapshot("latest").await.unwrap();
+    assert_ne!(latest_id, id, "retagged");
+    assert_clean(&repo).await;
+    assert_eq!(read_file(&repo, latest.tree, Path::new("d.bin")).await, d);
+}
+
+/// `tag` of a snapshot that goes while it works (here: forgotten just before the copy is
+/// written) fails and leaves no copy behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_of_a_snapshot_removed_meanwhile_leaves_no_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = init_repo(dir.path(), small_options(256 * 1024, 64 * 1024)).await;
+    let only = stream_backup(&repo, noise(100_000, 12)).await.unwrap();
+    let forgetter = repo.clone();
+    let id = only.id;
+    let hooked = Hooked::new(
+        repo.storage().clone(),
+        "put",
+        Some(Box::pin(async move {
+            cairn::forget::forget_ids(&forgetter, &[id]).await.unwrap();
+        })),
+    );
+    let tagging = Repository::open(hooked, PASSWORD).await.unwrap();
+    let r = cairn::forget::retag(&tagging, &id, &["x".into()], &[]).await;
+    assert!(matches!(r, Err(Error::NotFound { .. })), "{r:?}");
+    assert_eq!(snapshot_count(&repo).await, 0);
+}
+
 type Hook = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Runs a hook once, right before the first snapshot is written through it.
-struct BeforeSnapshotPut {
+/// Runs a hook once, right before the first snapshot is written (or read) through it.
+struct Hooked {
     inner: Arc<dyn Storage>,
     hook: Mutex<Option<Hook>>,
+    /// The operation (`put` or `get`) of a snapshot object that runs the hook first.
+    on: &'static str,
 }
 
-impl std::fmt::Debug for BeforeSnapshotPut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BeforeSnapshotPut").finish_non_exhaustive()
+impl Hooked {
+    fn new(inner: Arc<dyn Storage>, on: &'static str, hook: Option<Hook>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            hook: Mutex::new(hook),
+            on,
+        })
     }
-}
 
-#[async_trait]
-#[deny(clippy::missing_trait_methods)]
-impl Storage for BeforeSnapshotPut {
-    async fn put_new(&self, name: &str, bytes: Bytes) -> cairn::Result<PutOutcome> {
-        if name.starts_with("snapshots/") {
+    async fn run_hook(&self, op: &str, name: &str) {
+        if op == self.on && name.starts_with("snapshots/") {
             let hook = self.hook.lock().unwrap().take();
             if let Some(h) = hook {
                 h.await;
             }
         }
+    }
+}
+
+impl std::fmt::Debug for Hooked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooked").finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl Storage for Hooked {
+    async fn put_new(&self, name: &str, bytes: Bytes) -> cairn::Result<PutOutcome> {
+        self.run_hook("put", name).await;
         self.inner.put_new(name, bytes).await
     }
     async fn get(&self, name: &str) -> cairn::Result<Bytes> {
+        self.run_hook("get", name).await;
         self.inner.get(name).await
     }
     async fn get_range(&self, name: &str, range: Range<u64>) -> cairn::Result<Bytes> {

@@ -107,10 +107,24 @@ pub async fn repair_index(repo: &Repository, progress: Arc<dyn Progress>) -> Res
         .collect();
     progress.start("repair index", Some(packs.len() as u64), None);
     let results: Vec<(PackId, Result<Vec<cairn_format::PackEntry>>)> = stream::iter(packs)
-        .map(|(id, size)| async move { (id, read_pack_header(repo, &id, size).await) })
+        .map(|(id, size)| async move {
+            let header = crate::packer::with_retries(|| read_pack_header(repo, &id, size)).await;
+            (id, header)
+        })
         .buffer_unordered(8)
         .collect()
         .await;
+    // A pack the store could not serve is not damaged: stop before superseding anything.
+    if let Some((id, e)) = results.iter().find_map(|(id, r)| match r {
+        Err(e @ (Error::Storage { .. } | Error::Io { .. })) => Some((id, e)),
+        _ => None,
+    }) {
+        return Err(Error::Failed(format!(
+            "repair index stopped, nothing changed: {} could not be read ({e}); run it again \
+             once the store answers",
+            crate::repo::pack_name(id)
+        )));
+    }
     let mut index = IndexFile::default();
     for (id, r) in results {
         progress.items_done(1);

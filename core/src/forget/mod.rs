@@ -96,6 +96,14 @@ pub async fn retag(
     }
     let new = repo.save_snapshot(&s).await?;
     if new != *id {
+        // The old snapshot must still be there: if it went meanwhile (forgotten, or removed by
+        // the backup that wrote it because its guard failed), the copy must not outlive it.
+        if repo.storage().size(&snapshot_name(id)).await?.is_none() {
+            repo.storage().delete(&snapshot_name(&new)).await?;
+            return Err(Error::NotFound {
+                object: format!("{} (removed while it was being tagged)", snapshot_name(id)),
+            });
+        }
         repo.storage().delete(&snapshot_name(id)).await?;
     }
     Ok(new)

@@ -77,10 +77,12 @@ pub async fn save_snapshot_guarded(
     if let Err(e) = verify_dependencies(repo, deps).await {
         let name = snapshot_name(&id);
         return Err(match with_retries(|| repo.storage().delete(&name)).await {
-            Ok(()) => e,
+            Ok(()) => Error::Failed(format!(
+                "{e} (checked after the snapshot was written: {name} was removed again)"
+            )),
             Err(d) => Error::Failed(format!(
-                "{e}; the snapshot written meanwhile ({name}) could not be removed ({d}): \
-                 remove it with `forget {}`",
+                "{e} (checked after the snapshot was written); {name} could not be removed \
+                 ({d}): remove it with `forget {}`",
                 id.short()
             )),
         });
@@ -92,7 +94,7 @@ pub async fn save_snapshot_guarded(
 pub async fn verify_dependencies(repo: &Repository, deps: &Dependencies) -> Result<()> {
     let now_secs = now().secs;
     // A damaged plan is never executed (see `Repository::prune_plans_checked`).
-    for (id, plan) in repo.prune_plans_checked().await?.0 {
+    for (id, plan) in with_retries(|| repo.prune_plans_checked()).await?.0 {
         let due = plan
             .created
             .secs
@@ -135,9 +137,7 @@ pub async fn verify_dependencies(repo: &Repository, deps: &Dependencies) -> Resu
 /// True when a prune execution (or `repair index`) rewrote the index since `known` was read:
 /// a file of `known` is gone, or a file not in `known` supersedes others.
 async fn index_rewritten(repo: &Repository, known: &HashSet<IndexId>) -> Result<bool> {
-    let listed: Vec<IndexId> = repo
-        .storage()
-        .list(INDEX)
+    let listed: Vec<IndexId> = with_retries(|| repo.storage().list(INDEX))
         .await?
         .iter()
         .filter_map(|o| o.name.rsplit('/').next()?.parse().ok())
@@ -152,7 +152,7 @@ async fn index_rewritten(repo: &Repository, known: &HashSet<IndexId>) -> Result<
         .collect();
     let rewritten: Vec<bool> = stream::iter(new)
         .map(|id| async move {
-            match repo.read_index_file(&id).await {
+            match with_retries(|| repo.read_index_file(&id)).await {
                 Ok(f) => Ok(!f.supersedes.is_empty()),
                 // Deleted since the listing: only an execution deletes index files. One that
                 // cannot be read might supersede others: look at the packs.
@@ -173,7 +173,8 @@ async fn missing_packs(repo: &Repository, packs: &HashSet<PackId>) -> Result<Vec
     let mut missing: Vec<PackId> = if packs.len() <= ASK_EACH_UP_TO {
         stream::iter(packs.iter().copied())
             .map(|p| async move {
-                let size = repo.storage().size(&pack_name(&p)).await?;
+                let name = pack_name(&p);
+                let size = with_retries(|| repo.storage().size(&name)).await?;
                 Ok::<_, Error>(size.is_none().then_some(p))
             })
             .buffer_unordered(16)
@@ -181,8 +182,7 @@ async fn missing_packs(repo: &Repository, packs: &HashSet<PackId>) -> Result<Vec
             .try_collect()
             .await?
     } else {
-        let stored: HashSet<PackId> = repo
-            .list_packs()
+        let stored: HashSet<PackId> = with_retries(|| repo.list_packs())
             .await?
             .into_iter()
             .map(|(p, _)| p)

@@ -103,9 +103,10 @@ impl Repository {
         }
     }
 
-    /// Every prune plan that can be read, and the name and error of each one that cannot. No
-    /// prune executes a damaged plan (prune refuses to run while one exists, and with
-    /// `ignore_damage` deletes it unexecuted), so backups may ignore damaged plans.
+    /// Every prune plan that can be read, and the name and error of each damaged one. No prune
+    /// executes a damaged plan (prune refuses to run while one exists, and with `ignore_damage`
+    /// deletes it unexecuted), so backups may ignore damaged plans. A plan of a newer format is
+    /// not damage: it fails the listing ("upgrade Cairn"), since a newer prune may execute it.
     pub async fn prune_plans_checked(&self) -> Result<PlansChecked> {
         let listed = self.storage.list(PRUNE).await?;
         let mut out = Vec::new();
@@ -122,6 +123,11 @@ impl Repository {
             };
             match cairn_format::PrunePlan::open(&self.key, id.as_bytes(), &bytes) {
                 Ok(plan) => out.push((id, plan)),
+                // Written by a newer Cairn: a newer prune may execute it, so it cannot be
+                // ignored (SPEC §5.1).
+                Err(e @ cairn_format::FormatError::UnsupportedVersion { .. }) => {
+                    return Err(Error::format(o.name.clone(), e));
+                }
                 Err(e) => damaged.push((o.name.clone(), Error::format(o.name.clone(), e))),
             }
         }

@@ -23,18 +23,18 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use cairn_format::{
-    BlobId, BlobType, FinishedPack, IndexFile, IndexId, IndexPack, MasterKey, PackBuilder, PackId,
-};
-use futures::StreamExt;
+use cairn_format::{BlobId, BlobType, FinishedPack, IndexId, MasterKey, PackBuilder, PackId};
 use rand::Rng;
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
+
+mod upload;
 use crate::index::Index;
 use crate::repo::Repository;
+use upload::upload_loop;
 
 /// Open packs per blob type for data blobs (random placement across them).
 pub const OPEN_DATA_PACKS: usize = 2;
@@ -47,7 +47,7 @@ pub const UPLOAD_CONCURRENCY: usize = 2;
 const SPARE_BUFFERS: usize = OPEN_DATA_PACKS + 1 + UPLOAD_QUEUE + UPLOAD_CONCURRENCY;
 /// Write an index file after this many uploaded packs...
 pub const INDEX_EVERY_PACKS: usize = 32;
-/// ...or when this much time has passed since the last one.
+/// ...or once the oldest pack not yet in one landed this long ago.
 pub const INDEX_EVERY: Duration = Duration::from_secs(60);
 
 /// What the packer wrote.
@@ -483,82 +483,4 @@ where
             other => return other,
         }
     }
-}
-
-async fn upload_loop(
-    repo: Repository,
-    index: Arc<RwLock<Index>>,
-    rx: mpsc::Receiver<Outgoing>,
-    spare: Spare,
-    budget: Arc<PackBudget>,
-    written: Arc<Mutex<Vec<PackId>>>,
-) -> Result<(u64, u64)> {
-    let _close = CloseOnDrop(budget.clone());
-    let mut pending = IndexFile::default();
-    let mut last_write = Instant::now();
-    let (mut packs, mut files) = (0u64, 0u64);
-    let stream =
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|p| (p, rx)) });
-    let uploads = stream
-        .map(|out: Outgoing| {
-            let repo = repo.clone();
-            let spare = spare.clone();
-            let budget = budget.clone();
-            async move {
-                let Outgoing {
-                    mut pack,
-                    budget: held,
-                } = out;
-                // Move the bytes out once; every retry shares them.
-                let bytes = bytes::Bytes::from(std::mem::take(&mut pack.bytes));
-                let written = with_retries(|| repo.write_pack_bytes(&pack.id, bytes.clone())).await;
-                // The storage keeps no reference once the write returned: take the buffer back.
-                if let Ok(buf) = bytes.try_into_mut() {
-                    let mut spare = spare.lock().map_err(poisoned)?;
-                    if spare.len() < SPARE_BUFFERS {
-                        spare.push(Vec::from(buf));
-                    }
-                }
-                budget.give_back(held);
-                written?;
-                Ok::<_, Error>(pack)
-            }
-        })
-        .buffer_unordered(UPLOAD_CONCURRENCY);
-    let mut uploads = std::pin::pin!(uploads);
-    while let Some(done) = uploads.next().await {
-        let pack = done?;
-        packs += 1;
-        written.lock().map_err(poisoned)?.push(pack.id);
-        index
-            .write()
-            .map_err(poisoned)?
-            .add_pack(pack.id, &pack.entries);
-        repo.note_pack(pack.id, &pack.entries);
-        pending.packs.push(IndexPack {
-            id: pack.id,
-            blobs: pack.entries,
-        });
-        if pending.packs.len() >= INDEX_EVERY_PACKS || last_write.elapsed() >= INDEX_EVERY {
-            write_index(&repo, &index, &mut pending).await?;
-            files += 1;
-            last_write = Instant::now();
-        }
-    }
-    if !pending.packs.is_empty() {
-        write_index(&repo, &index, &mut pending).await?;
-        files += 1;
-    }
-    Ok((packs, files))
-}
-
-async fn write_index(
-    repo: &Repository,
-    index: &Arc<RwLock<Index>>,
-    pending: &mut IndexFile,
-) -> Result<IndexId> {
-    let file = std::mem::take(pending);
-    let id = with_retries(|| repo.write_index(&file)).await?;
-    index.write().map_err(poisoned)?.add_file(id);
-    Ok(id)
 }
