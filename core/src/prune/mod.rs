@@ -12,7 +12,8 @@
 //! 2. **Execute**, in a later prune run, once `grace` has passed since the plan: backups that
 //!    started before the plan (and may have deduplicated against its packs) have finished by then
 //!    when the grace period exceeds the longest backup; a backup that outlives it is refused by
-//!    the snapshot guard ([`guard`]) instead of saving a snapshot that needs deleted data.
+//!    the snapshot guard ([`save_snapshot_guarded`]) instead of saving a snapshot that needs
+//!    deleted data.
 //!    Prune again computes what every snapshot now references; a condemned pack still needed is
 //!    spared; the others are deleted. Then the index is rewritten: a new
 //!    index file listing every remaining entry, superseding the old files, is written before the
