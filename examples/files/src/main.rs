@@ -9,6 +9,7 @@
 mod commands;
 mod keys;
 mod listing;
+mod ping;
 mod progress;
 mod text;
 
@@ -70,6 +71,20 @@ struct Global {
     /// Do not cache index files locally (default cache: $XDG_CACHE_HOME/cairn or ~/.cache/cairn).
     #[arg(long, global = true)]
     no_cache: bool,
+    /// Health pings for backup, forget, prune, check and repair (healthchecks.io convention):
+    /// URL/start when the command starts, URL on success, URL/fail with the end of the log on
+    /// failure (any exit code but 0). A ping that fails is only a warning.
+    #[arg(long, env = "CAIRN_PING_URL", global = true, value_name = "URL")]
+    ping_url: Option<String>,
+    /// Time budget of each ping in seconds, up to 3 attempts included.
+    #[arg(
+        long,
+        env = "CAIRN_PING_TIMEOUT",
+        global = true,
+        value_name = "SECONDS",
+        default_value_t = 10.0
+    )]
+    ping_timeout: f64,
     /// Argon2id memory cost in KiB for new keys (default 65536 = 64 MiB).
     #[arg(long, global = true, hide = true)]
     kdf_memory_kib: Option<u32>,
@@ -391,7 +406,16 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(run(cli)) {
+    let pinger = ping::pinger(&cli);
+    let result = rt.block_on(async move {
+        let pinged = pinger.map(cairn::ops::ping::Pinger::begin);
+        let result = run(cli).await;
+        if let Some(p) = pinged {
+            ping::finish(p, &result, json).await;
+        }
+        result
+    });
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             if json {
