@@ -187,3 +187,18 @@ fn the_log_tail_keeps_the_last_lines_and_bytes() {
 fn serde_json_like(o: &PingOutcome) -> String {
     serde_json::to_string(o).unwrap()
 }
+
+#[tokio::test]
+async fn https_goes_through_tls() {
+    // A plain HTTP server behind an https:// URL: the TLS handshake fails (the client does
+    // speak TLS; a build without it would refuse the scheme instead).
+    let server = HttpServer::start(Answer::Status(200));
+    let url = server.url().replace("http://", "https://");
+    let pinger = Pinger::new(&url, fast(3000)).unwrap();
+    let o = pinger.start().await;
+    assert!(
+        matches!(&o, PingOutcome::Failed { attempts: 1.., reason, .. } if reason.to_lowercase().contains("tls")),
+        "{o:?}"
+    );
+    assert!(server.requests().is_empty(), "{:?}", server.requests());
+}
