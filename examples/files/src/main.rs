@@ -71,20 +71,8 @@ struct Global {
     /// Do not cache index files locally (default cache: $XDG_CACHE_HOME/cairn or ~/.cache/cairn).
     #[arg(long, global = true)]
     no_cache: bool,
-    /// Health pings for backup, forget, prune, check and repair (healthchecks.io convention):
-    /// URL/start when the command starts, URL on success, URL/fail with the end of the log on
-    /// failure (any exit code but 0). A ping that fails is only a warning.
-    #[arg(long, env = "CAIRN_PING_URL", global = true, value_name = "URL")]
-    ping_url: Option<String>,
-    /// Time budget of each ping in seconds, up to 3 attempts included.
-    #[arg(
-        long,
-        env = "CAIRN_PING_TIMEOUT",
-        global = true,
-        value_name = "SECONDS",
-        default_value_t = 10.0
-    )]
-    ping_timeout: f64,
+    #[command(flatten)]
+    ping: ping::PingArgs,
     /// Argon2id memory cost in KiB for new keys (default 65536 = 64 MiB).
     #[arg(long, global = true, hide = true)]
     kdf_memory_kib: Option<u32>,
@@ -407,15 +395,7 @@ fn main() -> ExitCode {
         }
     };
     let pinger = ping::pinger(&cli);
-    let result = rt.block_on(async move {
-        let pinged = pinger.map(cairn::ops::ping::Pinger::begin);
-        let result = run(cli).await;
-        if let Some(p) = pinged {
-            ping::finish(p, &result, json).await;
-        }
-        result
-    });
-    match result {
+    match rt.block_on(ping::around(pinger, json, run(cli))) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             if json {

@@ -7,13 +7,34 @@
 //! code with its meaning.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use cairn::ops::ping::{PingOptions, PingedRun, Pinger, TAIL_LINES};
+use cairn::ops::ping::{PingOptions, Pinger, TAIL_LINES};
+use clap::Args;
 use serde_json::json;
 
 use crate::{Cli, Command};
+
+/// The ping options (global).
+#[derive(Args, Debug)]
+pub(crate) struct PingArgs {
+    /// Health pings for backup, forget, prune, check and repair (healthchecks.io convention):
+    /// URL/start when the command starts, URL on success, URL/fail with the end of the log on
+    /// failure (any exit code but 0). A ping that fails is only a warning.
+    #[arg(long, env = "CAIRN_PING_URL", global = true, value_name = "URL")]
+    ping_url: Option<String>,
+    /// Time budget of each ping in seconds, up to 3 attempts included.
+    #[arg(
+        long,
+        env = "CAIRN_PING_TIMEOUT",
+        global = true,
+        value_name = "SECONDS",
+        default_value_t = 10.0
+    )]
+    ping_timeout: f64,
+}
 
 /// The last lines of the run's log, for the failure ping.
 static LOG: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
@@ -33,6 +54,7 @@ pub(crate) fn note(line: String) {
 pub(crate) fn pinger(cli: &Cli) -> Option<Pinger> {
     let url = cli
         .global
+        .ping
         .ping_url
         .as_deref()
         .filter(|u| !u.trim().is_empty())?;
@@ -47,7 +69,7 @@ pub(crate) fn pinger(cli: &Cli) -> Option<Pinger> {
     if !pinged {
         return None;
     }
-    let timeout = Duration::try_from_secs_f64(cli.global.ping_timeout)
+    let timeout = Duration::try_from_secs_f64(cli.global.ping.ping_timeout)
         .unwrap_or(Duration::from_secs(10))
         .max(Duration::from_millis(100));
     match Pinger::new(url, PingOptions::with_timeout(timeout)) {
@@ -59,10 +81,20 @@ pub(crate) fn pinger(cli: &Cli) -> Option<Pinger> {
     }
 }
 
-/// Ends the pinged run with the command's result (exit code, or the error and its exit code);
-/// reports pings that failed as warnings (with `--json`: every ping as a JSON line on stderr).
-pub(crate) async fn finish(run: PingedRun, result: &cairn::Result<u8>, json: bool) {
-    let failure = match result {
+/// Runs `command` between the start ping and the success or failure ping (when `pinger` is
+/// given); reports pings that failed as warnings (with `--json`: every ping as a JSON line on
+/// stderr). The result is the command's, whatever the pings did.
+pub(crate) async fn around(
+    pinger: Option<Pinger>,
+    json: bool,
+    command: impl Future<Output = cairn::Result<u8>>,
+) -> cairn::Result<u8> {
+    let Some(pinger) = pinger else {
+        return command.await;
+    };
+    let run = pinger.begin();
+    let result = command.await;
+    let failure = match &result {
         Ok(0) => None,
         Ok(c) => Some(format!("exit code {c}: {}", meaning(*c))),
         Err(e) => Some(format!("{e} (exit code {})", e.exit_code())),
@@ -87,6 +119,7 @@ pub(crate) async fn finish(run: PingedRun, result: &cairn::Result<u8>, json: boo
             eprintln!("cairn-files: warning: {o} (the run's result is unchanged)");
         }
     }
+    result
 }
 
 fn meaning(code: u8) -> &'static str {

@@ -93,6 +93,12 @@ fn a_good_backup_pings_start_then_success() {
     );
     assert!(!stderr(&out).contains("ping"), "{}", stderr(&out));
 
+    // forget is monitored too.
+    let out = env.run(&["forget", "--keep-last", "1", "--ping-url", &url]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(server.requests().len(), 4);
+    assert_eq!(server.requests()[3].path, "/ping/abc");
+
     // Commands that are not monitored send nothing, even with the URL in the environment.
     let out = env
         .cmd(&["snapshots"])
@@ -100,7 +106,7 @@ fn a_good_backup_pings_start_then_success() {
         .output()
         .unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(server.requests().len(), 2);
+    assert_eq!(server.requests().len(), 4);
 }
 
 #[test]
