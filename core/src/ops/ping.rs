@@ -246,6 +246,9 @@ impl Pinger {
 
     /// Sends the start ping in the background (on the current tokio runtime) and returns the
     /// run, to be ended with [`PingedRun::finish`].
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (as `tokio::spawn` does).
     pub fn begin(self) -> PingedRun {
         let pinger = Arc::new(self);
         let p = pinger.clone();
