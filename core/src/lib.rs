@@ -30,6 +30,7 @@ pub mod error;
 pub mod forget;
 pub mod index;
 pub mod memory;
+pub mod ops;
 pub mod packer;
 pub mod password;
 pub mod pg;

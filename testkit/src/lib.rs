@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 mod chaos;
+pub mod http;
 
 pub use chaos::{ChaosStorage, KILLED, PausePoint};
 

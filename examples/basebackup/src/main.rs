@@ -7,7 +7,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
+use cairn::ops::ping::{PingOptions, PingReport, Pinger};
 use cairn::pg::basebackup::{BaseBackupInfo, BaseBackupOptions, base_backup};
 use cairn::pg::restore::{
     BackupSelector, PgRestoreOptions, RecoveryTarget, list_base_backups_checked, parse_time,
@@ -46,6 +48,19 @@ struct Global {
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     json: bool,
+    /// Health pings for push and expire (healthchecks.io convention): URL/start, then URL on
+    /// success or URL/fail with the error; a ping that fails is only a warning.
+    #[arg(long, env = "CAIRN_PING_URL", global = true, value_name = "URL")]
+    ping_url: Option<String>,
+    /// Time budget of each ping in seconds, up to 3 attempts included.
+    #[arg(
+        long,
+        env = "CAIRN_PING_TIMEOUT",
+        global = true,
+        value_name = "SECONDS",
+        default_value_t = 10.0
+    )]
+    ping_timeout: f64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -157,7 +172,20 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(run(cli)) {
+    let pinger = pinger(&cli);
+    let result = rt.block_on(async move {
+        let pinged = pinger.map(Pinger::begin);
+        let result = run(cli).await;
+        if let Some(p) = pinged {
+            let log = result
+                .as_ref()
+                .err()
+                .map(|e| format!("cairn-basebackup: {e} (exit code {})", e.exit_code()));
+            report_pings(&p.finish(log.as_deref()).await, json);
+        }
+        result
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if json {
@@ -169,6 +197,40 @@ fn main() -> ExitCode {
                 eprintln!("cairn-basebackup: {e}");
             }
             ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
+        }
+    }
+}
+
+/// The pinger for `push` and `expire` with `--ping-url`; an unusable URL is a warning (the
+/// command runs unmonitored).
+fn pinger(cli: &Cli) -> Option<Pinger> {
+    let url = cli
+        .global
+        .ping_url
+        .as_deref()
+        .filter(|u| !u.trim().is_empty())?;
+    if !matches!(cli.command, Command::Push { .. } | Command::Expire { .. }) {
+        return None;
+    }
+    let timeout = Duration::try_from_secs_f64(cli.global.ping_timeout)
+        .unwrap_or(Duration::from_secs(10))
+        .max(Duration::from_millis(100));
+    Pinger::new(url, PingOptions::with_timeout(timeout))
+        .map_err(|e| eprintln!("cairn-basebackup: warning: no health pings: {e}"))
+        .ok()
+}
+
+/// Pings that failed as warnings; with `--json`, every ping as a JSON line on stderr.
+fn report_pings(report: &PingReport, json: bool) {
+    if json {
+        for o in [&report.start, &report.end] {
+            let mut line = serde_json::to_value(o).unwrap_or_default();
+            line["event"] = json!("ping");
+            eprintln!("{line}");
+        }
+    } else {
+        for o in report.failed() {
+            eprintln!("cairn-basebackup: warning: {o} (the run's result is unchanged)");
         }
     }
 }

@@ -555,6 +555,9 @@ pub(crate) async fn check(
         (false, None) => cairn::ReadData::None,
     };
     let report = cairn::check(repo, &o, std::sync::Arc::new(cairn::NoProgress)).await?;
+    for p in &report.problems {
+        crate::ping::note(format!("error: {}: {}", p.object, p.message));
+    }
     if json {
         let problems: Vec<_> = report
             .problems

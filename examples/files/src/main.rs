@@ -9,6 +9,7 @@
 mod commands;
 mod keys;
 mod listing;
+mod ping;
 mod progress;
 mod text;
 
@@ -70,6 +71,8 @@ struct Global {
     /// Do not cache index files locally (default cache: $XDG_CACHE_HOME/cairn or ~/.cache/cairn).
     #[arg(long, global = true)]
     no_cache: bool,
+    #[command(flatten)]
+    ping: ping::PingArgs,
     /// Argon2id memory cost in KiB for new keys (default 65536 = 64 MiB).
     #[arg(long, global = true, hide = true)]
     kdf_memory_kib: Option<u32>,
@@ -391,7 +394,8 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(run(cli)) {
+    let pinger = ping::pinger(&cli);
+    match rt.block_on(ping::around(pinger, json, run(cli))) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             if json {

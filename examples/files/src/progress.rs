@@ -190,6 +190,7 @@ impl Progress for Reporter {
 
     fn warn(&self, path: &Path, message: &str) {
         let line = format!("{}: {message}", path.display());
+        crate::ping::note(format!("warning: {line}"));
         match &self.mode {
             Mode::Json => eprintln!(
                 "{}",

@@ -8,12 +8,12 @@ use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use cairn::format::{SegmentHeader, SegmentName, WalFileName};
-use cairn::pg::wal::{
-    self, FetchOptions, FetchOutcome, PushOptions, PushOutcome, VerifyReport, WalRepo,
-};
+use cairn::pg::wal::{self, FetchOptions, FetchOutcome, PushOptions, PushOutcome, WalRepo};
 use cairn::{Error, PasswordSource, Repository, open_existing_storage};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
+
+mod verify;
 
 const EXIT_CODES: &str = "\
 PostgreSQL setup (postgresql.conf; the commands run in the data directory):
@@ -84,6 +84,19 @@ struct Global {
     /// Say what was done on standard error.
     #[arg(short, long, global = true)]
     verbose: bool,
+    /// Health pings for `verify` (healthchecks.io convention: URL/start, then URL, or URL/fail
+    /// with the gaps found). Not for push: see the README.
+    #[arg(long, env = "CAIRN_PING_URL", global = true, value_name = "URL")]
+    ping_url: Option<String>,
+    /// Time budget of each ping in seconds, up to 3 attempts included.
+    #[arg(
+        long,
+        env = "CAIRN_PING_TIMEOUT",
+        global = true,
+        value_name = "SECONDS",
+        default_value_t = 10.0
+    )]
+    ping_timeout: f64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -169,7 +182,19 @@ fn main() -> ExitCode {
             return ExitCode::from(if is_fetch { EXIT_FETCH_FAILED } else { 1 });
         }
     };
-    let result = rt.block_on(run(cli));
+    let pinger = verify::pinger(&cli);
+    let result = rt.block_on(async move {
+        let pinged = pinger.map(cairn::ops::ping::Pinger::begin);
+        let result = run(cli).await;
+        if let Some(p) = pinged {
+            let log = match &result {
+                Ok(c) => verify::failure_log(*c, None),
+                Err((e, c)) => verify::failure_log(*c, Some(&e.to_string())),
+            };
+            verify::report_pings(&p.finish(log.as_deref()).await, json);
+        }
+        result
+    });
     // Do not wait for stray blocking tasks (e.g. a timed-out storage call).
     rt.shutdown_timeout(Duration::from_millis(100));
     match result {
@@ -451,7 +476,7 @@ async fn run(cli: Cli) -> Outcome {
                 .transpose()
                 .map_err(|e| fail(Error::Invalid(format!("--from: {e}"))))?;
             let report = wal::verify(&repo, sysid, from).await.map_err(fail)?;
-            print_verify(sysid, &report, g.json);
+            verify::print_verify(sysid, &report, g.json);
             Ok(if report.is_ok() { 0 } else { EXIT_GAPS })
         }
         Command::KeyExport { file } => {
@@ -538,68 +563,4 @@ fn spawn_prefetch(
     cmd.spawn()
         .map_err(|e| Error::io("cairn-wal prefetch", e))?;
     Ok(())
-}
-
-fn print_verify(sysid: u64, r: &VerifyReport, json_out: bool) {
-    if json_out {
-        let tls: Vec<_> = r
-            .timelines
-            .iter()
-            .map(|t| {
-                json!({
-                    "timeline": t.timeline,
-                    "branched_from": t.branched_from.map(|(p, lsn)| json!({"parent": p, "lsn": cairn::format::wal::format_lsn(lsn)})),
-                    "on_newest_path": t.on_newest_path,
-                    "first": t.first.map(|s| s.to_string()),
-                    "last": t.last.map(|s| s.to_string()),
-                    "segments": t.segments,
-                    "partials": t.partials.iter().map(|s| format!("{s}.partial")).collect::<Vec<_>>(),
-                    "gaps": t.gaps.iter().map(|g| json!({"first": g.first.to_string(), "last": g.last.to_string(), "count": g.count})).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        println!(
-            "{}",
-            json!({"system_id": format!("{sysid:016x}"), "ok": r.is_ok(), "segment_size": r.seg_size,
-                   "timelines": tls, "problems": r.problems})
-        );
-        return;
-    }
-    println!("system identifier {sysid:016x}");
-    if let Some(s) = r.seg_size {
-        println!("segment size      {} MiB", s / (1024 * 1024));
-    }
-    for t in &r.timelines {
-        let branch = t
-            .branched_from
-            .map(|(p, lsn)| {
-                format!(
-                    ", branched from {p} at {}",
-                    cairn::format::wal::format_lsn(lsn)
-                )
-            })
-            .unwrap_or_default();
-        let range = match (t.first, t.last) {
-            (Some(a), Some(b)) => format!("{a} .. {b}"),
-            _ => "no segments".into(),
-        };
-        println!(
-            "timeline {}: {range} ({} segments{branch})",
-            t.timeline, t.segments
-        );
-        for g in &t.gaps {
-            println!("  MISSING {} .. {} ({} segments)", g.first, g.last, g.count);
-        }
-    }
-    for p in &r.problems {
-        println!("PROBLEM {p}");
-    }
-    println!(
-        "{}",
-        if r.is_ok() {
-            "ok: the archived WAL is continuous"
-        } else {
-            "NOT OK: WAL is missing"
-        }
-    );
 }
