@@ -230,17 +230,48 @@ impl Scratch {
     /// Removes what the drill put there (the directory too when the drill created it).
     fn remove(&self) -> io::Result<()> {
         if self.created {
-            return std::fs::remove_dir_all(&self.path);
+            return remove_tree(&self.path);
         }
         for e in std::fs::read_dir(&self.path)? {
             let e = e?;
             if e.file_type()?.is_dir() {
-                std::fs::remove_dir_all(e.path())?;
+                remove_tree(&e.path())?;
             } else {
                 std::fs::remove_file(e.path())?;
             }
         }
         Ok(())
+    }
+}
+
+/// Removes a restored directory tree. Restored directories carry the snapshot's modes: one
+/// without write permission (`0555`) cannot be emptied by a user other than root, so when the
+/// first attempt fails every directory is given `u+rwx` and it is tried again.
+fn remove_tree(path: &Path) -> io::Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(first) => {
+            open_up(path);
+            std::fs::remove_dir_all(path).map_err(|_| first)
+        }
+    }
+}
+
+/// Gives every directory below `path` (symlinks not followed) owner read, write and search.
+fn open_up(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(md) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    if !md.is_dir() {
+        return;
+    }
+    let mode = md.permissions().mode() | 0o700;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for e in entries.flatten() {
+            open_up(&e.path());
+        }
     }
 }
 
