@@ -14,6 +14,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -467,4 +468,87 @@ async fn base_backups_are_refused_and_random_picks_file_snapshots() {
         assert_eq!(r.snapshot, files_id);
         assert_eq!(r.verdict, Verdict::Ok, "{r:#?}");
     }
+}
+
+/// Runs the drill of `read_only_directories_are_removed_by_a_non_root_drill` over the
+/// repository in `dir` and checks that it passed and left no scratch.
+async fn drill_read_only_tree(dir: &Path) {
+    let repo = Repository::open(
+        cairn::open_existing_storage(dir.join("repo").to_str().unwrap()).unwrap(),
+        cairn_testkit::PASSWORD,
+    )
+    .await
+    .unwrap();
+    let r = drill_files(
+        &repo,
+        &DrillSnapshot::Named("latest".into()),
+        &DrillOptions::default(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.verdict, Verdict::Ok, "{r:#?}");
+    assert!(!Path::new(&r.scratch).exists(), "{r:#?}");
+}
+
+/// Gives `path` and everything below it to `uid`.
+fn chown_tree(path: &Path, uid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(uid)).unwrap();
+    if fs::symlink_metadata(path).unwrap().is_dir() {
+        for e in fs::read_dir(path).unwrap() {
+            chown_tree(&e.unwrap().path(), uid);
+        }
+    }
+}
+
+/// A snapshot with a directory without write permission (0555): a drill run by a user other
+/// than root restores it with that mode and must still remove its scratch. Run as root, the
+/// drill runs in a child process (this test again) as `nobody`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_directories_are_removed_by_a_non_root_drill() {
+    const CHILD: &str = "CAIRN_TEST_DRILL_CHILD_DIR";
+    if let Ok(dir) = std::env::var(CHILD) {
+        drill_read_only_tree(Path::new(&dir)).await;
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(src.join("ro/inner")).unwrap();
+    fs::write(src.join("ro/inner/f"), b"file in a read-only directory").unwrap();
+    fs::write(src.join("ro/g"), b"another").unwrap();
+    for d in ["ro/inner", "ro"] {
+        fs::set_permissions(src.join(d), fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    let repo = init_repo(dir.path(), small_options(512 << 10, 64 << 10)).await;
+    snap(&repo, &src).await;
+    let tmp = dir.path().join("tmp");
+    fs::create_dir(&tmp).unwrap();
+    if !nix::unistd::geteuid().is_root() {
+        // Not root: the drill runs here (its scratch in the default temporary directory).
+        drill_read_only_tree(dir.path()).await;
+        return;
+    }
+    let nobody = 65534;
+    chown_tree(dir.path(), nobody);
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "read_only_directories_are_removed_by_a_non_root_drill",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(CHILD, dir.path())
+        .env("TMPDIR", &tmp)
+        .uid(nobody)
+        .gid(nobody)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "child drill as nobody failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The child really ran the drill (one test passed), and its scratch is gone.
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
+    assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
 }
