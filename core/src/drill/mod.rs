@@ -114,7 +114,8 @@ pub struct DrillReport {
     /// Entries a restore does not create (sockets; device nodes when not root), not checked.
     pub skipped: u64,
     /// What the restore reported it could not restore, one line each, paths as in the
-    /// snapshot; or why the restore failed as a whole (nothing was verified then).
+    /// snapshot; or why the restore failed as a whole (nothing was verified then); and a
+    /// scratch directory that could not be removed. Any of these fails the drill.
     pub restore_errors: Vec<String>,
     /// Every difference the verification found, by path (as in the snapshot).
     pub mismatches: Vec<Mismatch>,
