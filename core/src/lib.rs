@@ -26,6 +26,7 @@ pub mod backup;
 pub mod browse;
 pub mod check;
 mod direct_io;
+pub mod drill;
 pub mod error;
 pub mod forget;
 pub mod index;
@@ -45,6 +46,7 @@ pub use backup::{BackupOptions, BackupOutcome, BackupSource, ParentChoice, backu
 pub use browse::{Change, ChangeKind, Entry, FindOptions, Stats, StatsMode, diff, find, ls, stats};
 pub use cairn_format as format;
 pub use check::{CheckOptions, CheckReport, ReadData, check};
+pub use drill::{DrillOptions, DrillReport, DrillSnapshot, Verdict, drill_files};
 pub use error::{Error, Result};
 pub use index::Index;
 pub use password::PasswordSource;

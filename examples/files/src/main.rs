@@ -7,6 +7,7 @@
 //! failure, 7 already exists, 8 backup written but some files could not be read.
 
 mod commands;
+mod drill;
 mod keys;
 mod listing;
 mod ping;
@@ -134,6 +135,33 @@ is restored."
         #[arg(long)]
         overwrite: bool,
         /// Worker threads (default: the number of CPUs plus 2).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Restore drill: restore a snapshot into a scratch directory, verify every entry against
+    /// the snapshot (content re-hashed, metadata), report RTO and RPO, remove the scratch.
+    #[command(
+        after_help = "Exit code 5: the drill failed: something could not be restored or \
+differs from the snapshot (each path is listed). The scratch directory is $TMPDIR (else /tmp) \
+/cairn-drill-XXXXXXXXXXXXXXXX unless --target is given. RTO = restore + verify wall time; \
+RPO = drill start minus the snapshot's time. File snapshots only."
+    )]
+    Drill {
+        /// The snapshot (default: latest).
+        #[arg(conflicts_with = "random")]
+        snapshot: Option<String>,
+        /// Drill a file snapshot chosen at random (seeded from the OS).
+        #[arg(long)]
+        random: bool,
+        /// Restore into this directory (must be empty or absent) instead of a fresh one in
+        /// the temporary directory.
+        #[arg(long, short = 't')]
+        target: Option<PathBuf>,
+        /// Keep the restored scratch directory (default: removed, on failure too).
+        #[arg(long)]
+        keep: bool,
+        /// Worker threads of the restore and the verification (default: the number of CPUs
+        /// plus 2 for the restore, the number of CPUs for the verification).
         #[arg(long)]
         threads: Option<usize>,
     },
@@ -529,6 +557,22 @@ async fn run(cli: Cli) -> cairn::Result<u8> {
             o.overwrite = *overwrite;
             o.threads = *threads;
             commands::restore(&repo, snapshot, target, &o, g.json).await
+        }
+        Command::Drill {
+            snapshot,
+            random,
+            target,
+            keep,
+            threads,
+        } => {
+            let args = drill::DrillArgs {
+                snapshot: snapshot.as_deref(),
+                random: *random,
+                target: target.clone(),
+                keep: *keep,
+                threads: *threads,
+            };
+            drill::drill(&repo, args, g.json).await
         }
         Command::Snapshots { host, tag, path } => {
             listing::snapshots(&repo, host.as_deref(), tag, path, g.json).await
