@@ -65,6 +65,7 @@ pub(crate) fn pinger(cli: &Cli) -> Option<Pinger> {
             | Command::Prune { .. }
             | Command::Check { .. }
             | Command::Repair(_)
+            | Command::Drill { .. }
     );
     if !pinged {
         return None;
