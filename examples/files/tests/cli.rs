@@ -7,72 +7,18 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 
 use serde_json::Value;
 
-struct Env {
-    dir: tempfile::TempDir,
-    repo: PathBuf,
-}
+mod common;
+
+use common::{Env, code, stderr};
 
 impl Env {
-    /// A fresh, initialised repository (cheap key derivation).
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = dir.path().join("repo");
-        let env = Self { dir, repo };
-        let out = env.run(&["--kdf-memory-kib", "8", "--kdf-passes", "1", "init"]);
-        assert_eq!(code(&out), 0, "{}", stderr(&out));
-        env
-    }
-
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_cairn-files"));
-        c.env_remove("CAIRN_REPOSITORY")
-            .env_remove("CAIRN_PASSWORD_FILE")
-            .env_remove("CAIRN_PASSWORD_COMMAND")
-            .env("CAIRN_PASSWORD", "pw")
-            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
-            .arg("--repo")
-            .arg(&self.repo)
-            .args(args)
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    /// Runs and expects success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        serde_json::from_str(&self.ok(&all)).unwrap()
-    }
-
     fn snapshot_count(&self) -> usize {
-        self.json(&["snapshots"]).as_array().unwrap().len()
+        self.json_ok(&["snapshots"]).as_array().unwrap().len()
     }
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn s(p: &Path) -> &str {
@@ -97,14 +43,14 @@ fn tree(env: &Env) -> PathBuf {
 fn backup_snapshots_ls_dump_find_diff_stats() {
     let env = Env::new();
     let src = tree(&env);
-    let out = env.json(&["backup", s(&src), "--tag", "t1", "--host", "h1"]);
+    let out = env.json_ok(&["backup", s(&src), "--tag", "t1", "--host", "h1"]);
     assert_eq!(out["files_new"], 3, "{out}");
     assert_eq!(out["total_bytes"], 12 + 12 + 300 * 1024);
     assert_eq!(out["warnings"].as_array().unwrap().len(), 0);
     assert_eq!(out["exit_code"], 0);
     let id = out["id"].as_str().unwrap().to_owned();
 
-    let snaps = env.json(&["snapshots"]);
+    let snaps = env.json_ok(&["snapshots"]);
     let snaps = snaps.as_array().unwrap();
     assert_eq!(snaps.len(), 1);
     assert_eq!(snaps[0]["id"], id.as_str());
@@ -113,11 +59,11 @@ fn backup_snapshots_ls_dump_find_diff_stats() {
     assert_eq!(snaps[0]["paths"][0], s(&src));
     assert!(snaps[0]["time"].as_str().unwrap().ends_with('Z'));
     assert_eq!(
-        env.json(&["snapshots", "--tag", "nope"]),
+        env.json_ok(&["snapshots", "--tag", "nope"]),
         Value::Array(vec![])
     );
     assert_eq!(
-        env.json(&["snapshots", "--host", "h1", "--path", s(&src)])
+        env.json_ok(&["snapshots", "--host", "h1", "--path", s(&src)])
             .as_array()
             .unwrap()
             .len(),
@@ -133,7 +79,7 @@ fn backup_snapshots_ls_dump_find_diff_stats() {
         .map(|l| l.rsplit(s(&src)).next().unwrap())
         .collect();
     assert_eq!(names, ["/a.txt", "/link -> a.txt", "/sub"], "{listing}");
-    let deep = env.json(&["ls", &id[..10], s(&src), "--recursive"]);
+    let deep = env.json_ok(&["ls", &id[..10], s(&src), "--recursive"]);
     let paths: Vec<&str> = deep
         .as_array()
         .unwrap()
@@ -160,19 +106,19 @@ fn backup_snapshots_ls_dump_find_diff_stats() {
     // A second snapshot: one file changed, one added.
     std::fs::write(src.join("a.txt"), b"hello again\n").unwrap();
     std::fs::write(src.join("new.txt"), b"new\n").unwrap();
-    let second = env.json(&["backup", s(&src), "--host", "h1"]);
+    let second = env.json_ok(&["backup", s(&src), "--host", "h1"]);
     assert_eq!(second["parent"], id.as_str());
     assert_eq!(second["files_unchanged"], 2);
     let id2 = second["id"].as_str().unwrap().to_owned();
 
-    let found = env.json(&["find", "*.txt"]);
+    let found = env.json_ok(&["find", "*.txt"]);
     let found = found.as_array().unwrap();
     assert_eq!(found.len(), 2 + 3, "{found:?}");
     assert_eq!(found[0]["snapshot"], id.as_str());
-    let only = env.json(&["find", "sub/*.bin", "--snapshot", &id2]);
+    let only = env.json_ok(&["find", "sub/*.bin", "--snapshot", &id2]);
     assert_eq!(only.as_array().unwrap().len(), 1);
 
-    let d = env.json(&["diff", &id, &id2]);
+    let d = env.json_ok(&["diff", &id, &id2]);
     let mine: Vec<(String, String)> = d["changes"]
         .as_array()
         .unwrap()
@@ -200,12 +146,12 @@ fn backup_snapshots_ls_dump_find_diff_stats() {
         "{text}"
     );
 
-    let st = env.json(&["stats"]);
+    let st = env.json_ok(&["stats"]);
     assert_eq!(st["snapshots"], 2);
     assert_eq!(st["files"], 3 + 4);
     assert_eq!(st["missing_blobs"], 0);
     assert!(st["dedup_ratio"].as_f64().unwrap() > 1.5, "{st}");
-    let one = env.json(&["stats", "latest", "--mode", "restore-size"]);
+    let one = env.json_ok(&["stats", "latest", "--mode", "restore-size"]);
     assert_eq!(one["total_size"], 12 + 12 + 300 * 1024 + 4);
     assert!(one.get("stored_bytes").is_none());
 }
@@ -216,7 +162,7 @@ fn restore_round_trip() {
     let src = tree(&env);
     env.ok(&["backup", s(&src)]);
     let target = env.path("restored");
-    let out = env.json(&["restore", "latest", "--target", s(&target)]);
+    let out = env.json_ok(&["restore", "latest", "--target", s(&target)]);
     assert_eq!(out["files"], 3, "{out}");
     assert_eq!(out["symlinks"], 1);
     assert_eq!(out["errors"].as_array().unwrap().len(), 0);
@@ -255,7 +201,7 @@ fn restore_round_trip() {
 #[test]
 fn streams_from_commands() {
     let env = Env::new();
-    let out = env.json(&[
+    let out = env.json_ok(&[
         "backup",
         "--stdin-from-command",
         "--stdin-filename",
@@ -398,24 +344,24 @@ fn check_and_forget() {
     env.ok(&["backup", src.to_str().unwrap()]);
     std::fs::write(src.join("b"), b"second").unwrap();
     env.ok(&["backup", src.to_str().unwrap()]);
-    let report = env.json(&["check", "--read-data"]);
+    let report = env.json_ok(&["check", "--read-data"]);
     assert_eq!(report["ok"], true, "{report}");
     assert!(report["packs_read"].as_u64().unwrap() >= 2, "{report}");
     let all = report["packs"].as_u64().unwrap();
     assert_eq!(
-        env.json(&["check", "--read-data-subset", "100%"])["packs_read"]
+        env.json_ok(&["check", "--read-data-subset", "100%"])["packs_read"]
             .as_u64()
             .unwrap(),
         all
     );
     assert_eq!(
-        env.json(&["check", "--read-data-subset", "0%"])["packs_read"]
+        env.json_ok(&["check", "--read-data-subset", "0%"])["packs_read"]
             .as_u64()
             .unwrap(),
         0
     );
     assert!(
-        env.json(&["check", "--read-data-subset", "1K"])["packs_read"]
+        env.json_ok(&["check", "--read-data-subset", "1K"])["packs_read"]
             .as_u64()
             .unwrap()
             >= 1
@@ -423,7 +369,7 @@ fn check_and_forget() {
     let halves: u64 = ["1/2", "2/2"]
         .iter()
         .map(|s| {
-            env.json(&["check", "--read-data-subset", s])["packs_read"]
+            env.json_ok(&["check", "--read-data-subset", s])["packs_read"]
                 .as_u64()
                 .unwrap()
         })
@@ -431,24 +377,24 @@ fn check_and_forget() {
     assert_eq!(halves, all, "the subsets of 2 cover every pack once");
 
     // Dry run keeps everything; the real run forgets the older snapshot.
-    let plan = env.json(&["forget", "--keep-last", "1", "--dry-run"]);
+    let plan = env.json_ok(&["forget", "--keep-last", "1", "--dry-run"]);
     let decisions = plan["decisions"].as_array().unwrap();
     assert_eq!(decisions.len(), 2);
     assert_eq!(decisions.iter().filter(|d| d["keep"] == false).count(), 1);
-    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
-    let done = env.json(&["forget", "--keep-last", "1"]);
+    assert_eq!(env.json_ok(&["snapshots"]).as_array().unwrap().len(), 2);
+    let done = env.json_ok(&["forget", "--keep-last", "1"]);
     assert_eq!(done["removed"], 1);
-    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
+    assert_eq!(env.json_ok(&["snapshots"]).as_array().unwrap().len(), 1);
     // A permanent snapshot survives any policy.
-    let id = env.json(&["snapshots"])[0]["id"]
+    let id = env.json_ok(&["snapshots"])[0]["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let tagged = env.json(&["tag", &id, "--add", "permanent"]);
+    let tagged = env.json_ok(&["tag", &id, "--add", "permanent"]);
     std::fs::write(src.join("c"), b"third").unwrap();
     env.ok(&["backup", src.to_str().unwrap()]);
     env.ok(&["forget", "--keep-last", "1"]);
-    let left = env.json(&["snapshots"]);
+    let left = env.json_ok(&["snapshots"]);
     assert_eq!(left.as_array().unwrap().len(), 2, "{left}");
     assert!(
         left.as_array()
@@ -490,7 +436,7 @@ fn key_file_opens_without_password() {
     let env = Env::new();
     let src = tree(&env);
     let key = env.path("repo.key");
-    let v = env.json(&["key", "export", s(&key)]);
+    let v = env.json_ok(&["key", "export", s(&key)]);
     assert_eq!(v["key_file"], s(&key));
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
@@ -515,12 +461,12 @@ fn key_file_opens_without_password() {
     // The password opens what the key file wrote.
     assert_eq!(env.snapshot_count(), 1);
     // The last key slot cannot be removed, not even by a handle without a password.
-    let keys = env.json(&["key", "list"]);
+    let keys = env.json_ok(&["key", "list"]);
     let only = keys[0]["id"].as_str().unwrap().to_owned();
     let out = with_key(&["key", "remove", &only]);
     assert_ne!(code(&out), 0);
     assert!(stderr(&out).contains("last key"), "{}", stderr(&out));
-    assert_eq!(env.json(&["key", "list"]).as_array().unwrap().len(), 1);
+    assert_eq!(env.json_ok(&["key", "list"]).as_array().unwrap().len(), 1);
     // Changing a password needs the password.
     let out = with_key(&["key", "passwd", "--new-password-file", s(&key)]);
     assert_ne!(code(&out), 0);

@@ -10,66 +10,13 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
 use cairn::format::BlobType;
 use cairn::{Repository, open_existing_storage};
-use serde_json::Value;
 
-struct Env {
-    dir: tempfile::TempDir,
-    repo: PathBuf,
-}
+mod common;
 
-impl Env {
-    /// A fresh, initialised repository (cheap key derivation).
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = dir.path().join("repo");
-        let env = Self { dir, repo };
-        let out = env.run(&["--kdf-memory-kib", "8", "--kdf-passes", "1", "init"]);
-        assert_eq!(code(&out), 0, "{}", stderr(&out));
-        env
-    }
-
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_cairn-files"))
-            .env_remove("CAIRN_REPOSITORY")
-            .env_remove("CAIRN_PASSWORD_FILE")
-            .env_remove("CAIRN_PASSWORD_COMMAND")
-            .env("CAIRN_PASSWORD", "pw")
-            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
-            // Default scratch directories land inside the test's directory.
-            .env("TMPDIR", self.dir.path().join("tmp"))
-            .arg("--repo")
-            .arg(&self.repo)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    /// Runs with `--json`, expects exit code `want`; returns stdout parsed and stderr.
-    fn json(&self, want: i32, args: &[&str]) -> (Value, String) {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        let out = self.run(&all);
-        assert_eq!(code(&out), want, "{args:?}: {}", stderr(&out));
-        (serde_json::from_slice(&out.stdout).unwrap(), stderr(&out))
-    }
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use common::{Env, code, stderr};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -8,50 +8,13 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 
-fn cairn(repo: &Path, cache: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_cairn-files"));
-    c.env_remove("CAIRN_REPOSITORY")
-        .env_remove("CAIRN_PASSWORD_FILE")
-        .env_remove("CAIRN_PASSWORD_COMMAND")
-        .env("CAIRN_PASSWORD", "pw")
-        .env("XDG_CACHE_HOME", cache)
-        .arg("--repo")
-        .arg(repo)
-        .args(args)
-        .stdin(Stdio::null());
-    c
-}
+mod common;
 
-struct Env {
-    dir: tempfile::TempDir,
-    repo: PathBuf,
-}
+use common::{Env, code, stderr};
 
 impl Env {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = dir.path().join("repo");
-        let env = Self { dir, repo };
-        env.ok(&["--kdf-memory-kib", "8", "--kdf-passes", "1", "init"]);
-        env
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        cairn(&self.repo, &self.dir.path().join("cache"), args)
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
-        String::from_utf8(out.stdout).unwrap()
-    }
-
     fn file(&self, name: &str, len: usize, seed: u8) -> PathBuf {
         let p = self.dir.path().join(name);
         let mut x = u64::from(seed) | 1;
@@ -66,14 +29,6 @@ impl Env {
         std::fs::write(&p, data).unwrap();
         p
     }
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// `backup` of a shell command's output, stored as `d.bin`.
