@@ -224,11 +224,15 @@ async fn invariant(raw: &Arc<dyn Storage>, saved: &[Saved], seed: u64, round: us
     }
 }
 
-async fn run_seed(seed: u64, total: &mut Tally) -> &'static str {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let dir = tempfile::tempdir().unwrap();
+/// A new repository in memory (named `name`) or in `dir`, as the seed decides; its kind and
+/// store.
+async fn new_repository(
+    rng: &mut StdRng,
+    dir: &tempfile::TempDir,
+    name: &str,
+) -> (&'static str, Arc<dyn Storage>) {
     let (kind, location) = if rng.gen_bool(0.5) {
-        ("memory", format!("memory://interleave-{seed}"))
+        ("memory", format!("memory://{name}"))
     } else {
         ("local", dir.path().join("repo").display().to_string())
     };
@@ -236,6 +240,13 @@ async fn run_seed(seed: u64, total: &mut Tally) -> &'static str {
     Repository::init(raw.clone(), PASSWORD, small_options(64 * 1024, 64 * 1024))
         .await
         .unwrap();
+    (kind, raw)
+}
+
+async fn run_seed(seed: u64, total: &mut Tally) -> &'static str {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let (kind, raw) = new_repository(&mut rng, &dir, &format!("interleave-{seed}")).await;
     let mut saved: Vec<Saved> = Vec::new();
     let mut checked = 0;
     for round in 0..ROUNDS {
@@ -301,15 +312,7 @@ async fn forget_and_prune_twice(raw: &Arc<dyn Storage>, last: u32) -> Tally {
 async fn run_paused_seed(seed: u64, total: &mut Tally) -> &'static str {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x05ee_d0f9_a05e);
     let dir = tempfile::tempdir().unwrap();
-    let (kind, location) = if rng.gen_bool(0.5) {
-        ("memory", format!("memory://paused-{seed}"))
-    } else {
-        ("local", dir.path().join("repo").display().to_string())
-    };
-    let raw = open_storage(&location).unwrap();
-    Repository::init(raw.clone(), PASSWORD, small_options(64 * 1024, 64 * 1024))
-        .await
-        .unwrap();
+    let (kind, raw) = new_repository(&mut rng, &dir, &format!("paused-{seed}")).await;
     let src = |a: usize| {
         let p = dir.path().join(format!("src{a}"));
         std::fs::create_dir_all(&p).unwrap();
