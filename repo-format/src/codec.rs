@@ -228,8 +228,9 @@ pub(crate) fn put_extensions_known(
     Ok(())
 }
 
-/// Reads an extension list. Tags must be strictly increasing; this version knows no tag, so a
-/// critical one is refused with [`FormatError::UnsupportedVersion`].
+/// Reads an extension list of a structure for which this version defines no critical tag
+/// (config, snapshot, prune plan; SPEC.md §1). Tags must be strictly increasing; a critical one
+/// is refused with [`FormatError::UnsupportedVersion`].
 pub(crate) fn read_extensions(r: &mut Reader<'_>) -> Result<Vec<crate::tree::Extension>> {
     read_extensions_known(r, &[])
 }
