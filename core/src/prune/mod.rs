@@ -27,7 +27,6 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use cairn_format::{BlobId, IndexFile, IndexId, IndexPack, NodeKind, PackEntry, PackId, PrunePlan};
-use futures::StreamExt;
 use rand_core::OsRng;
 
 use crate::error::{Error, Result};
@@ -127,7 +126,7 @@ async fn reachable(
 ) -> Result<(HashSet<BlobId>, Vec<String>)> {
     // Snapshots first, then a fresh index: every snapshot's index files were written before
     // the snapshot, so the index loaded after the listing covers all of them.
-    let (snapshots, damaged) = listed_snapshots(repo).await?;
+    let (snapshots, damaged) = repo.list_snapshots_checked().await?;
     let repo = repo.with_storage(repo.storage().clone());
     progress.start("prune: find used data", Some(snapshots.len() as u64), None);
     let mut used: HashSet<BlobId> = HashSet::new();
@@ -169,47 +168,6 @@ async fn reachable(
     }
     progress.finish("prune: find used data");
     Ok((used, problems))
-}
-
-/// Every snapshot, readable or damaged. A snapshot listed but gone when read was forgotten, or
-/// rewritten by `tag` (which writes the new snapshot before it deletes the old one): the listing
-/// is repeated until nothing vanishes, so the rewritten copy is not missed.
-async fn listed_snapshots(repo: &Repository) -> Result<crate::repo::SnapshotListing> {
-    let mut seen: HashSet<cairn_format::SnapshotId> = HashSet::new();
-    let (mut good, mut damaged) = (Vec::new(), Vec::new());
-    for _ in 0..8 {
-        let new: Vec<_> = repo
-            .snapshot_ids()
-            .await?
-            .into_iter()
-            .filter(|id| seen.insert(*id))
-            .collect();
-        let mut vanished = false;
-        let read: Vec<_> = futures::stream::iter(new)
-            .map(|id| async move { (id, repo.read_snapshot(&id).await) })
-            .buffer_unordered(16)
-            .collect()
-            .await;
-        for (id, r) in read {
-            match r {
-                Ok(s) => good.push((id, s)),
-                Err(Error::NotFound { .. }) => vanished = true,
-                Err(e) => {
-                    match crate::repo::Damaged::from_error(crate::repo::snapshot_name(&id), &e) {
-                        Some(d) => damaged.push(d),
-                        None => return Err(e),
-                    }
-                }
-            }
-        }
-        if !vanished {
-            good.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-            return Ok((good, damaged));
-        }
-    }
-    Err(Error::Failed(
-        "snapshots keep vanishing while prune lists them (a tag or forget loop?); try again".into(),
-    ))
 }
 
 /// Runs prune: executes plans whose grace has passed, then writes a new plan.

@@ -82,31 +82,50 @@ impl Repository {
 
     /// Every snapshot that reads, oldest first, and every one that does not, named
     /// ([`Damaged`], sorted by name). A snapshot deleted between the listing and its read is
-    /// left out; storage failures fail the call. Use this wherever one damaged snapshot must not
+    /// left out, after listing again (a snapshot rewritten by `tag` is then found under its new
+    /// name); storage failures fail the call. Use this wherever one damaged snapshot must not
     /// stop the work (listing, parent choice, retention); [`Repository::list_snapshots`] fails
     /// instead.
     pub async fn list_snapshots_checked(&self) -> Result<SnapshotListing> {
-        let ids = self.snapshot_ids().await?;
-        let read: Vec<(SnapshotId, Result<cairn_format::Snapshot>)> = stream::iter(ids)
-            .map(|id| async move { (id, self.read_snapshot(&id).await) })
-            .buffer_unordered(FETCH_CONCURRENCY)
-            .collect()
-            .await;
+        // A snapshot listed but gone when read was forgotten, or rewritten by `tag` (which
+        // writes the new snapshot before it deletes the old one): list again until nothing
+        // vanishes, so that the rewritten copy is not missed.
+        let mut seen: std::collections::HashSet<SnapshotId> = Default::default();
         let mut good = Vec::new();
         let mut damaged = Vec::new();
-        for (id, r) in read {
-            match r {
-                Ok(s) => good.push((id, s)),
-                Err(Error::NotFound { .. }) => {}
-                Err(e) => match Damaged::from_error(snapshot_name(&id), &e) {
-                    Some(d) => damaged.push(d),
-                    None => return Err(e),
-                },
+        for _ in 0..8 {
+            let new: Vec<SnapshotId> = self
+                .snapshot_ids()
+                .await?
+                .into_iter()
+                .filter(|id| seen.insert(*id))
+                .collect();
+            let read: Vec<(SnapshotId, Result<cairn_format::Snapshot>)> = stream::iter(new)
+                .map(|id| async move { (id, self.read_snapshot(&id).await) })
+                .buffer_unordered(FETCH_CONCURRENCY)
+                .collect()
+                .await;
+            let mut vanished = false;
+            for (id, r) in read {
+                match r {
+                    Ok(s) => good.push((id, s)),
+                    Err(Error::NotFound { .. }) => vanished = true,
+                    Err(e) => match Damaged::from_error(snapshot_name(&id), &e) {
+                        Some(d) => damaged.push(d),
+                        None => return Err(e),
+                    },
+                }
+            }
+            if !vanished {
+                good.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+                damaged.sort_by(|a, b| a.object.cmp(&b.object));
+                return Ok((good, damaged));
             }
         }
-        good.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-        damaged.sort_by(|a, b| a.object.cmp(&b.object));
-        Ok((good, damaged))
+        Err(Error::Failed(
+            "snapshots keep vanishing while they are listed (a tag or forget loop?); try again"
+                .into(),
+        ))
     }
 
     /// The snapshots that cannot be read (damaged, or written by a newer Cairn). Prune must not
